@@ -1,0 +1,32 @@
+# Two entry points: `make train` (the main job) and `make test`.
+# Both create .venv on first use and install what they need into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: train test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	# CPU machines get torch's CPU build (the default PyPI wheel is the multi-GB CUDA one);
+	# a machine with nvidia-smi gets the default CUDA build.
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install "torch==$(TORCH_VERSION)"; \
+	else \
+		$(PY) -m pip install "torch==$(TORCH_VERSION)+cpu" || \
+		$(PY) -m pip install "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+train: $(VENV)/.installed
+	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no scripts/train.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Denoising diffusion probabilistic models from first principles, as a diffusers plugin."""
