@@ -7,10 +7,13 @@ TORCH_VERSION ?= 2.13.0
 .PHONY: train test bench clean
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	# CPU machines get torch's CPU build (the default PyPI wheel is the multi-GB CUDA one);
-	# a machine with nvidia-smi gets the default CUDA build.
-	if command -v nvidia-smi >/dev/null 2>&1; then \
+	test -x $(PY) || python3 -m venv $(VENV)
+	# A torch already in the venv is kept (a GPU user's own build). Otherwise CPU machines get
+	# torch's CPU build (the default PyPI wheel is the multi-GB CUDA one) and a machine with
+	# nvidia-smi gets the default CUDA build.
+	if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "keeping the installed torch"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
 		$(PY) -m pip install "torch==$(TORCH_VERSION)"; \
 	else \
 		$(PY) -m pip install "torch==$(TORCH_VERSION)+cpu" || \
