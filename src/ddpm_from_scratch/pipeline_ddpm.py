@@ -13,6 +13,8 @@ whose config is compatible can be swapped in.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -93,10 +95,11 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         sample = sample * self.scheduler.init_noise_sigma
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        step_kwargs = self._step_kwargs(generator)
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(sample, t)
             noise_pred = self.unet(model_input, t).sample
-            sample = self.scheduler.step(noise_pred, t, sample, generator=generator).prev_sample
+            sample = self.scheduler.step(noise_pred, t, sample, **step_kwargs).prev_sample
 
         images = self.postprocess(sample, output_type)
         self.maybe_free_model_hooks()
@@ -104,6 +107,11 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def _step_kwargs(self, generator) -> dict:
+        # Deterministic multistep solvers (UniPC, ...) take no generator in `step`.
+        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        return {"generator": generator} if accepts_generator else {}
 
     def postprocess(self, sample: torch.Tensor, output_type: str = "pil"):
         """Map model space [-1, 1] to image space [0, 1] and convert to `output_type`."""
