@@ -1,0 +1,415 @@
+#!/usr/bin/env python
+"""Train a DDPM with L_simple: `accelerate launch scripts/train.py [options]`.
+
+With no options it trains the `digits` preset on the 8×8 UCI digits that ship with
+scikit-learn and writes a loadable pipeline, sample grids and a model card to
+./ddpm-digits. See `--help` for your own data, mixed precision, resuming and more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from diffusers.utils import make_image_grid
+from tqdm.auto import tqdm
+
+from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
+from ddpm_from_scratch.data import (
+    build_transform,
+    check_resolution,
+    load_image_dataset,
+    with_image_transform,
+)
+from ddpm_from_scratch.hub import render_model_card
+from ddpm_from_scratch.training import (
+    EMA_FOLDER,
+    TRAINING_STATE_NAME,
+    all_finite,
+    l_simple_loss,
+    read_training_state,
+    remove_stale_temporaries,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+    step_seed,
+)
+from ddpm_from_scratch.unet import PRESETS
+
+logger = logging.getLogger("train")
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+GRID_SEED = 1234
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data (default: the embedded 8×8 digits, training split)")
+    data.add_argument("--dataset_name", help="A Hub dataset id, or a folder written by `Dataset.save_to_disk`.")
+    data.add_argument("--train_data_dir", help="A folder of images, loaded with the `imagefolder` builder.")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--cache_dir", help="Where `datasets` caches downloads.")
+    data.add_argument("--resolution", type=int, help="Training resolution; defaults to the model's sample_size.")
+    data.add_argument("--center_crop", action="store_true", help="Resize the shorter side, then crop the centre.")
+    data.add_argument("--random_flip", action="store_true", help="Flip images left-right with probability 1/2.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    model = p.add_argument_group("model")
+    model.add_argument("--model_config", default="digits",
+                       help=f"A U-Net preset ({', '.join(PRESETS)}) or a path to a config.json.")
+    model.add_argument("--pretrained_model_name_or_path",
+                       help="Fine-tune this pipeline folder / Hub id (or a U-Net folder) instead.")
+    model.add_argument("--num_train_timesteps", type=int, default=1000)
+    model.add_argument("--beta_schedule", default="linear")
+    model.add_argument("--prediction_type", default="epsilon")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--output_dir", default="ddpm-digits")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--train_batch_size", type=int, default=128, help="Per process.")
+    opt.add_argument("--max_train_steps", type=int, default=None,
+                     help="Optimiser steps; overrides --num_epochs. Default: 3000 when --num_epochs is not given.")
+    opt.add_argument("--num_epochs", type=int, default=None)
+    opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    opt.add_argument("--learning_rate", type=float, default=1e-3)
+    opt.add_argument("--lr_scheduler", default="cosine",
+                     help="Any name diffusers' get_scheduler knows: constant, constant_with_warmup, linear, cosine, ...")
+    opt.add_argument("--lr_warmup_steps", type=int, default=100, help="In optimiser steps.")
+    opt.add_argument("--adam_beta1", type=float, default=0.9)
+    opt.add_argument("--adam_beta2", type=float, default=0.999)
+    opt.add_argument("--adam_weight_decay", type=float, default=0.0)
+    opt.add_argument("--max_grad_norm", type=float, default=1.0)
+    opt.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
+                     help="Defaults to accelerate's config / launch flag.")
+    opt.add_argument("--no_ema", dest="use_ema", action="store_false", help="Save the raw weights instead of an EMA.")
+    opt.add_argument("--ema_max_decay", type=float, default=0.9999)
+    opt.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    opt.add_argument("--ema_power", type=float, default=3 / 4)
+
+    out = p.add_argument_group("checkpoints and outputs")
+    out.add_argument("--checkpointing_steps", type=int, default=500)
+    out.add_argument("--checkpoints_total_limit", type=int, default=None)
+    out.add_argument("--resume_from_checkpoint", help="`latest` or a checkpoint folder.")
+    out.add_argument("--save_images_steps", type=int, default=1000)
+    out.add_argument("--num_grid_images", type=int, default=64)
+    out.add_argument("--num_inference_steps", type=int, default=1000, help="Sampling steps for the grids.")
+    out.add_argument("--logger", choices=["tensorboard", "none"], default="tensorboard")
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad values before any work is done, naming the flag."""
+    if args.dataset_name and args.train_data_dir:
+        raise SystemExit("error: give --dataset_name or --train_data_dir, not both.")
+    positive = ["train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "save_images_steps",
+                "num_grid_images", "num_inference_steps"]
+    for name in positive + ["max_train_steps", "num_epochs", "resolution", "checkpoints_total_limit"]:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"error: --{name} must be a positive integer, got {value}.")
+    if args.learning_rate <= 0:
+        raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
+    if args.max_train_steps is None and args.num_epochs is None:
+        args.max_train_steps = 3000
+
+
+def build_unet(args: argparse.Namespace) -> DDPMFromScratchUNet:
+    if args.pretrained_model_name_or_path:
+        source = Path(args.pretrained_model_name_or_path)
+        subfolder = "unet" if (source / "unet").is_dir() or not source.exists() else None
+        return DDPMFromScratchUNet.from_pretrained(args.pretrained_model_name_or_path, subfolder=subfolder)
+    if args.model_config in PRESETS:
+        return DDPMFromScratchUNet.from_preset(args.model_config)
+    config_path = Path(args.model_config)
+    if not config_path.is_file():
+        raise SystemExit(
+            f"error: --model_config {args.model_config!r} is neither a preset ({', '.join(PRESETS)}) nor a file."
+        )
+    return DDPMFromScratchUNet.from_config(json.loads(config_path.read_text()))
+
+
+def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
+    if args.pretrained_model_name_or_path and (Path(args.pretrained_model_name_or_path) / "scheduler").is_dir():
+        return DDPMFromScratchScheduler.from_pretrained(args.pretrained_model_name_or_path, subfolder="scheduler")
+    return DDPMFromScratchScheduler(
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+    )
+
+
+class EpochPermutationSampler(torch.utils.data.Sampler):
+    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order."""
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int):
+    """A grid of samples with a fixed seed, so grids from different steps are comparable."""
+    pipeline = DDPMFromScratchPipeline(unet=unet, scheduler=noise_scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    was_training = unet.training
+    unet.eval()  # no dropout while sampling
+    images = pipeline(
+        batch_size=num_images,
+        generator=torch.Generator(device="cpu").manual_seed(GRID_SEED),
+        num_inference_steps=num_inference_steps,
+        output_type="np",
+    ).images
+    unet.train(was_training)
+    rows = int(math.sqrt(num_images))
+    while num_images % rows:
+        rows -= 1
+    pil = pipeline.numpy_to_pil(images)
+    return make_image_grid(pil, rows=rows, cols=num_images // rows), images
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    started = time.time()
+    output_dir = Path(args.output_dir)
+
+    # Everything that can be refused is checked before the accelerator starts.
+    unet = build_unet(args)
+    noise_scheduler = build_noise_scheduler(args)
+    resolution = args.resolution or unet.config.sample_size
+    check_resolution(resolution, len(unet.config.channel_multipliers) - 1)
+    dataset = load_image_dataset(
+        dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
+        image_column=args.image_column, cache_dir=args.cache_dir,
+    )
+    transform = build_transform(resolution, unet.config.in_channels, center_crop=args.center_crop)
+    dataset = with_image_transform(dataset, transform, args.image_column)
+    resume_from = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+
+    accelerator = Accelerator(
+        # Several processes without a GPU: accelerate only picks torch.distributed over gloo when told it is
+        # on the CPU; otherwise each process would train alone, unaware of the others.
+        cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.logger == "none" else args.logger,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not accelerator.is_main_process:
+        logger.setLevel(logging.WARNING)
+
+    sampler = EpochPermutationSampler(len(dataset), args.seed)
+    dataloader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.train_batch_size, sampler=sampler,
+        num_workers=args.dataloader_num_workers, drop_last=False,
+    )
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+    )
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(
+            unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power, model_cls=DDPMFromScratchUNet, model_config=unet.config,
+        )
+    unet, optimizer, dataloader = accelerator.prepare(unet, optimizer, dataloader)
+
+    # The LR schedule is stepped by hand once per optimiser step, so warm-up and length
+    # count optimiser steps whatever the accumulation or the number of processes.
+    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+        num_training_steps=max_train_steps,
+    )
+
+    global_step = 0
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        state = read_training_state(resume_from)
+        global_step = state["global_step"]
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if ema is not None:
+            loaded = EMAModel.from_pretrained(str(resume_from / EMA_FOLDER), model_cls=DDPMFromScratchUNet)
+            ema.load_state_dict(loaded.state_dict())
+        logger.info("Resumed from %s at step %d", resume_from, global_step)
+    if accelerator.is_main_process:
+        remove_stale_temporaries(output_dir)
+        (output_dir / "samples").mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process and args.logger != "none":
+        accelerator.init_trackers("train", config={k: v for k, v in vars(args).items() if v is not None})
+
+    num_params = sum(p.numel() for p in unet.parameters())
+    logger.info(
+        "%d images, %d processes × batch %d × accumulation %d, %d steps (%d epochs), %s parameters",
+        len(dataset), accelerator.num_processes, args.train_batch_size, args.gradient_accumulation_steps,
+        max_train_steps, num_epochs, f"{num_params:,}",
+    )
+    progress = tqdm(total=max_train_steps, initial=global_step, desc="train",
+                    disable=not accelerator.is_local_main_process)
+    unwrapped = accelerator.unwrap_model(unet)
+    micro_batches_per_epoch = len(dataloader)
+    first_epoch = global_step // steps_per_epoch
+    skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    loss_value = float("nan")
+    images_seen, pixel_sum = 0, 0.0  # this rank's share of the data, for the run's summary
+
+    def write_checkpoint():
+        if not all_finite(unwrapped):
+            raise FloatingPointError(f"non-finite weights at step {global_step}; no checkpoint written.")
+        state = {"global_step": global_step, "lr_scheduler": lr_scheduler.state_dict()}
+        path = save_checkpoint(accelerator, output_dir, global_step, ema, args.checkpoints_total_limit,
+                               extra_state=state)
+        logger.info("Saved %s", path)
+
+    def ema_unet():
+        if ema is None:
+            return unwrapped
+        copy = DDPMFromScratchUNet.from_config(unwrapped.config)
+        ema.copy_to(copy.parameters())
+        return copy
+
+    unet.train()
+    for epoch in range(first_epoch, num_epochs):
+        batches = accelerator.skip_first_batches(dataloader, skip) if epoch == first_epoch and skip else dataloader
+        # Through the loader, not the sampler: accelerate's loaders re-set the sampler's epoch from
+        # their own counter when iterated, and a freshly made skipping loader's counter starts at 0.
+        batches.set_epoch(epoch)
+        for index, batch in enumerate(batches, start=skip if epoch == first_epoch else 0):
+            seed = step_seed(args.seed, epoch * micro_batches_per_epoch + index, accelerator.process_index)
+            generator = torch.Generator(device=accelerator.device).manual_seed(seed)
+            torch.manual_seed(seed)  # dropout draws from the global generator
+            clean = batch["input"]
+            images_seen += clean.shape[0]
+            pixel_sum += clean.double().sum().item()
+            if args.random_flip:
+                flip = torch.rand(clean.shape[0], generator=generator, device=generator.device) < 0.5
+                clean = torch.where(flip.view(-1, 1, 1, 1).to(clean.device), clean.flip(-1), clean)
+            with accelerator.accumulate(unet):
+                with accelerator.autocast():
+                    loss = l_simple_loss(unet, noise_scheduler, clean, generator)
+                # Every rank sees every rank's loss, so all stop together on a non-finite one.
+                losses = accelerator.gather(loss.detach().reshape(1))
+                if not torch.isfinite(losses).all():
+                    raise FloatingPointError(
+                        f"non-finite loss {losses.tolist()} at step {global_step + 1}: stopping without writing "
+                        f"a checkpoint. Lower --learning_rate or use --mixed_precision bf16/no."
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+
+            lr_scheduler.step()
+            if ema is not None:
+                ema.step(unwrapped.parameters())
+            global_step += 1
+            loss_value = losses.mean().item()
+            lr = lr_scheduler.get_last_lr()[0]
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+            logs = {"loss": loss_value, "lr": lr}
+            if ema is not None:
+                logs["ema_decay"] = ema.cur_decay_value
+            accelerator.log(logs, step=global_step)
+
+            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+                write_checkpoint()
+            if accelerator.is_main_process and (
+                global_step % args.save_images_steps == 0 or global_step == max_train_steps
+            ):
+                grid, images = sample_grid(ema_unet(), noise_scheduler, args.num_grid_images,
+                                           args.num_inference_steps)
+                grid.save(output_dir / "samples" / f"step-{global_step}.png")
+                if args.logger == "tensorboard":
+                    tracker = accelerator.get_tracker("tensorboard", unwrap=True)
+                    tracker.add_images("samples", images, global_step, dataformats="NHWC")
+            if global_step >= max_train_steps:
+                break
+        skip = 0
+        if global_step >= max_train_steps:
+            break
+    progress.close()
+    accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        final_unet = ema_unet()
+        pipeline = DDPMFromScratchPipeline(unet=final_unet, scheduler=noise_scheduler)
+        pipeline.save_pretrained(output_dir)
+        grid_path = output_dir / "samples" / f"step-{global_step}.png"
+        wall = time.time() - started
+        facts = {
+            "dataset": args.dataset_name or args.train_data_dir or "UCI digits (scikit-learn), training split",
+            "model_config": args.pretrained_model_name_or_path or args.model_config,
+            "num_parameters": f"{num_params:,}",
+            "resolution": resolution,
+            "channels": final_unet.config.in_channels,
+            "train_steps": global_step,
+            "batch_size": args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
+            "learning_rate": args.learning_rate,
+            "mixed_precision": accelerator.mixed_precision,
+            "ema": "yes" if ema is not None else "no",
+            "wall_time": f"{wall / 60:.1f} min",
+            "final_loss": f"{loss_value:.4f}",
+            "sample_grid": grid_path.relative_to(output_dir).as_posix(),
+            "num_train_timesteps": noise_scheduler.config.num_train_timesteps,
+            "beta_schedule": noise_scheduler.config.beta_schedule,
+            "repo_id": output_dir.name,
+        }
+        (output_dir / "README.md").write_text(render_model_card(MODEL_CARD_TEMPLATE.read_text(), facts))
+        print(
+            f"Done: {global_step} steps in {wall / 60:.1f} min, final loss {loss_value:.4f}. "
+            f"Pipeline and model card in {output_dir}/, samples in {output_dir}/samples/, "
+            f"checkpoints in {output_dir}/checkpoint-*/, TensorBoard logs in {output_dir}/logs/."
+        )
+    accelerator.end_training()
+    return {
+        "process_index": accelerator.process_index,
+        "global_step": global_step,
+        "final_loss": loss_value,
+        "weights_sha256": weights_digest(unwrapped),
+        "images_seen": images_seen,
+        "pixel_sum": pixel_sum,
+    }
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A digest of the raw weights, to check that every rank ends with the same model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FloatingPointError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

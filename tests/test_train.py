@@ -1,0 +1,244 @@
+"""scripts/train.py end to end: launched through `accelerate launch`, resumed, killed, on two processes.
+
+The runs use a tiny U-Net and a handful of steps; what they check does not depend on size.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchUNet
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scripts" / "train.py"
+REPORTER = ROOT / "tests" / "helpers" / "train_and_report.py"
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+TINY_UNET = dict(
+    sample_size=8, in_channels=1, out_channels=1, base_channels=16, channel_multipliers=[1, 2],
+    num_res_blocks=1, attention_levels=[1], attention_heads=1, dropout=0.1, norm_num_groups=8,
+)
+
+
+def load_train_module():
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    path = tmp_path / "tiny_unet.json"
+    path.write_text(json.dumps(TINY_UNET))
+    return path
+
+
+def train_args(output_dir, config, *extra) -> list[str]:
+    return [
+        "--output_dir", str(output_dir), "--model_config", str(config), "--train_batch_size", "32",
+        "--num_inference_steps", "4", "--num_grid_images", "4", "--lr_warmup_steps", "2", *map(str, extra),
+    ]
+
+
+def launch(args, num_processes=1, report_dir=None, script=REPORTER, check=True, **popen):
+    command = [*ACCELERATE, "--num_machines", "1", "--num_processes", str(num_processes),
+               "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_processes > 1:
+        command += ["--multi_gpu", "--main_process_port", "29517"]
+    env = {**os.environ, "TRAIN_REPORT_DIR": str(report_dir or "/nonexistent"), "OMP_NUM_THREADS": "1"}
+    command += [str(script), *args]
+    if popen:
+        return subprocess.Popen(command, env=env, cwd=ROOT, **popen)
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def reports(report_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(report_dir.glob("rank-*.json"))]
+
+
+def unet_weights(folder: Path) -> dict:
+    return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def test_a_launched_run_writes_a_loadable_pipeline_grids_logs_and_model_card(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    launch(train_args(out, tiny_config, "--max_train_steps", 4, "--save_images_steps", 2,
+                      "--checkpointing_steps", 2), report_dir=tmp_path / "reports")
+    assert (out / "model_index.json").is_file()
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert [p.name for p in sorted((out / "samples").iterdir())] == ["step-2.png", "step-4.png"]
+    assert Image.open(out / "samples" / "step-4.png").size == (16, 16)  # a 2×2 grid of 8×8 samples
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    card = (out / "README.md").read_text()
+    assert "library_name: diffusers" in card and "step-4.png" in card and "$" not in card.split("```")[0]
+    pipe = DDPMFromScratchPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(batch_size=2, num_inference_steps=3, output_type="np").images.shape == (2, 8, 8, 1)
+
+
+def test_the_saved_pipeline_carries_the_ema_weights(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    launch(train_args(out, tiny_config, "--max_train_steps", 3, "--checkpointing_steps", 3),
+           report_dir=tmp_path / "reports")
+    ema = load_file(out / "checkpoint-3" / "unet_ema" / "diffusion_pytorch_model.safetensors")
+    raw = load_file(out / "checkpoint-3" / "model.safetensors")
+    saved = unet_weights(out)
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)
+
+
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, tiny_config):
+    # Batch 32 over 1,497 images: 47 batches an epoch, so step 60 resumes mid-epoch (position 13 of epoch 1).
+    steps = ["--max_train_steps", 64, "--checkpointing_steps", 60, "--save_images_steps", 1000, "--random_flip"]
+    whole = tmp_path / "whole"
+    launch(train_args(whole, tiny_config, *steps), report_dir=tmp_path / "r1")
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-60", resumed / "checkpoint-60")
+    launch(train_args(resumed, tiny_config, *steps, "--resume_from_checkpoint", "latest"),
+           report_dir=tmp_path / "r2")
+    # Tolerance: none. Same draws, same arithmetic, same order on the CPU: bit-identical.
+    assert reports(tmp_path / "r1")[0]["weights_sha256"] == reports(tmp_path / "r2")[0]["weights_sha256"]
+    expected, got = unet_weights(whole), unet_weights(resumed)  # the EMA weights
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    args = train_args(out, tiny_config, "--max_train_steps", 40, "--checkpointing_steps", 1,
+                      "--save_images_steps", 1000, "--logger", "none")
+    process = launch(args, script=TRAIN, start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while not list(out.glob(".checkpoint-*.tmp")) or not list(out.glob("checkpoint-*")):
+            assert process.poll() is None and time.time() < deadline, "training ended before a save was caught"
+            time.sleep(0.001)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert checkpoints and int(checkpoints[-1].name.split("-")[1]) < 40
+    for checkpoint in checkpoints:  # every visible checkpoint is complete and loadable
+        state = json.loads((checkpoint / "training_state.json").read_text())
+        assert state["global_step"] == int(checkpoint.name.split("-")[1])
+        assert load_file(checkpoint / "model.safetensors")
+        DDPMFromScratchUNet.from_pretrained(checkpoint / "unet_ema")
+
+    launch([*args, "--resume_from_checkpoint", "latest"], report_dir=tmp_path / "reports")
+    assert reports(tmp_path / "reports")[0]["global_step"] == 40
+    assert not list(out.glob(".checkpoint-*.tmp"))
+
+
+def test_two_processes_shard_the_data_and_end_with_identical_weights(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    launch(train_args(out, tiny_config, "--max_train_steps", 4, "--save_images_steps", 4,
+                      "--checkpointing_steps", 4, "--train_batch_size", 16),
+           num_processes=2, report_dir=tmp_path / "reports")
+    rank0, rank1 = reports(tmp_path / "reports")
+    assert rank0["weights_sha256"] == rank1["weights_sha256"]
+    assert rank0["images_seen"] == rank1["images_seen"] == 4 * 16
+    assert rank0["pixel_sum"] != rank1["pixel_sum"]  # different images on each rank
+    # Files come from rank 0 alone: event logs of one process (their names end in host.pid.n), one grid.
+    writers = {p.name.split(".")[-2] for p in (out / "logs").rglob("events.out.tfevents.*")}
+    assert len(writers) == 1
+    assert [p.name for p in (out / "samples").iterdir()] == ["step-4.png"]
+    assert sorted(p.name for p in (out / "checkpoint-4").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]
+
+
+def test_learning_rate_schedule_counts_optimiser_steps_under_accumulation(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    launch(train_args(out, tiny_config, "--max_train_steps", 3, "--gradient_accumulation_steps", 2,
+                      "--lr_scheduler", "linear", "--lr_warmup_steps", 1, "--checkpointing_steps", 3,
+                      "--save_images_steps", 1000), report_dir=tmp_path / "reports")
+    state = json.loads((out / "checkpoint-3" / "training_state.json").read_text())
+    assert state["lr_scheduler"]["last_epoch"] == 3
+    assert state["lr_scheduler"]["_last_lr"] == [0.0]  # linear decay reaches 0 exactly at the last step
+
+
+def test_bf16_mixed_precision_trains(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    launch(train_args(out, tiny_config, "--max_train_steps", 2, "--mixed_precision", "bf16",
+                      "--save_images_steps", 1000), report_dir=tmp_path / "reports")
+    assert torch.isfinite(torch.tensor(reports(tmp_path / "reports")[0]["final_loss"]))
+
+
+def test_a_non_finite_loss_stops_training_without_writing_a_checkpoint(tmp_path, tiny_config):
+    blown_up = DDPMFromScratchUNet.from_config(TINY_UNET)
+    with torch.no_grad():
+        for p in blown_up.parameters():
+            p.fill_(1e30)  # finite weights whose activations overflow to inf
+    blown_up.save_pretrained(tmp_path / "blown_up")
+    out = tmp_path / "run"
+    result = launch(train_args(out, tiny_config, "--pretrained_model_name_or_path", tmp_path / "blown_up",
+                               "--max_train_steps", 3, "--checkpointing_steps", 1),
+                    script=TRAIN, check=False)
+    assert result.returncode != 0
+    assert "non-finite loss" in result.stderr
+    assert not list(out.glob("checkpoint-*"))
+
+
+# ---- bad input is refused before any training, naming the problem --------------------------
+
+
+def run_main(*args):
+    return load_train_module().main(list(map(str, args)))
+
+
+def test_a_missing_image_folder_is_refused_by_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_such_folder"):
+        run_main("--train_data_dir", tmp_path / "no_such_folder", "--output_dir", tmp_path / "out")
+
+
+def test_an_empty_image_folder_is_refused_by_name(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        run_main("--train_data_dir", tmp_path / "empty", "--output_dir", tmp_path / "out")
+
+
+def test_a_corrupt_image_file_is_refused_by_name(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("L", (8, 8), 128).save(folder / "good.png")
+    (folder / "broken.png").write_bytes(b"this is not a png")
+    with pytest.raises(ValueError, match="broken.png"):
+        run_main("--train_data_dir", folder, "--output_dir", tmp_path / "out")
+
+
+def test_a_dataset_without_the_image_column_is_refused_naming_the_column(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"pixels": [1, 2]}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match="'image'"):
+        run_main("--dataset_name", tmp_path / "saved", "--output_dir", tmp_path / "out")
+
+
+def test_a_resolution_the_unet_cannot_halve_evenly_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="resolution 7"):
+        run_main("--resolution", 7, "--output_dir", tmp_path / "out")
+
+
+def test_an_unknown_model_config_is_refused_by_name(tmp_path):
+    with pytest.raises(SystemExit, match="no-such-preset"):
+        run_main("--model_config", "no-such-preset", "--output_dir", tmp_path / "out")
+
+
+def test_resuming_from_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        run_main("--resume_from_checkpoint", tmp_path, "--output_dir", tmp_path / "out")
