@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Sample from a trained pipeline: `python scripts/sample.py PIPELINE [--num_images 64] [--scheduler ddim] ...`.
+
+PIPELINE is a folder written by scripts/train.py (or `save_pretrained`) or a Hub id.
+Writes a grid PNG and, with --save_individual, every image on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler
+from ddpm_from_scratch.grid import image_grid
+
+SCHEDULERS = {
+    "ddpm": DDPMFromScratchScheduler,
+    "ddim": DDIMScheduler,
+    "dpm-solver": DPMSolverMultistepScheduler,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("pipeline", help="A pipeline folder or Hub id.")
+    p.add_argument("--num_images", type=int, default=64)
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default="ddpm")
+    p.add_argument("--num_inference_steps", type=int, default=None,
+                   help="Default: 1000 for ddpm, 50 for ddim, 25 for dpm-solver.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=64, help="Images generated at once.")
+    p.add_argument("--output", default="samples.png", help="Where the grid goes.")
+    p.add_argument("--save_individual", metavar="DIR", help="Also write each image to DIR/NNNNN.png.")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    for name in ("num_images", "num_inference_steps", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name} must be a positive integer, got {value}")
+    return args
+
+
+def main(argv=None) -> list:
+    args = parse_args(argv)
+    default_steps = {"ddpm": 1000, "ddim": 50, "dpm-solver": 25}[args.scheduler]
+    steps = args.num_inference_steps or default_steps
+
+    pipe = DDPMFromScratchPipeline.from_pretrained(args.pipeline).to(args.device)
+    pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
+
+    # One generator per image: image i is the same whatever --batch_size is.
+    images = []
+    for start in range(0, args.num_images, args.batch_size):
+        count = min(args.batch_size, args.num_images - start)
+        generators = [torch.Generator().manual_seed(args.seed + start + i) for i in range(count)]
+        images += pipe(batch_size=count, generator=generators, num_inference_steps=steps).images
+
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images).save(args.output)
+    if args.save_individual:
+        folder = Path(args.save_individual)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            image.save(folder / f"{i:05d}.png")
+    print(f"{len(images)} images with {args.scheduler} ({steps} steps) -> {args.output}", file=sys.stderr)
+    return images
+
+
+if __name__ == "__main__":
+    main()
