@@ -49,6 +49,7 @@ from ddpm_from_scratch.unet import PRESETS
 logger = logging.getLogger("train")
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 GRID_SEED = 1234
+GRID_MIN_WIDTH = 512
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -179,7 +180,7 @@ def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int
         output_type="np",
     ).images
     unet.train(was_training)
-    return image_grid(pipeline.numpy_to_pil(images)), images
+    return image_grid(pipeline.numpy_to_pil(images), min_width=GRID_MIN_WIDTH), images
 
 
 def main(argv=None) -> dict:

@@ -8,6 +8,7 @@ import torch
 from analytic_models import GaussianOptimalDenoiser, linear_alphas_cumprod
 from diffusers import (
     DDIMScheduler,
+    DDPMPipeline,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
@@ -117,8 +118,8 @@ def scheduler_cls_takes_generator(scheduler) -> bool:
 def sample_by_hand(model, scheduler, shape, seed, num_inference_steps):
     """The sampling loop written out with diffusers' scheduler protocol, as the reference."""
     generator = torch.Generator().manual_seed(seed)
+    scheduler.set_timesteps(num_inference_steps)  # init_noise_sigma of σ-space schedulers depends on it
     x = randn_tensor(shape, generator=generator) * scheduler.init_noise_sigma
-    scheduler.set_timesteps(num_inference_steps)
     stochastic = scheduler_cls_takes_generator(scheduler)
     for t in scheduler.timesteps:
         eps = model(scheduler.scale_model_input(x, t), t).sample
@@ -126,12 +127,15 @@ def sample_by_hand(model, scheduler, shape, seed, num_inference_steps):
     return (x / 2 + 0.5).clamp(0, 1)
 
 
+@pytest.mark.parametrize("spacing", ["leading", "linspace"])
 @pytest.mark.parametrize(
     "scheduler_cls",
     [DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler, DDPMScheduler],
 )
-def test_swapped_in_diffusers_scheduler_samples_like_the_hand_written_loop(scheduler_cls):
-    pipe = gaussian_pipeline()
+def test_swapped_in_diffusers_scheduler_samples_like_the_hand_written_loop(scheduler_cls, spacing):
+    # Spacing set explicitly, as in any config that was saved and loaded: with "leading",
+    # Euler's init_noise_sigma changes in set_timesteps.
+    pipe = gaussian_pipeline(timestep_spacing=spacing)
     config = pipe.scheduler.config
     pipe.scheduler = scheduler_cls.from_config(config)
     images = pipe(batch_size=4, generator=torch.Generator().manual_seed(3), num_inference_steps=20, output_type="pt").images
@@ -139,11 +143,13 @@ def test_swapped_in_diffusers_scheduler_samples_like_the_hand_written_loop(sched
     torch.testing.assert_close(images, expected, atol=1e-6, rtol=0)
 
 
-def test_euler_samples_have_the_data_moments():
-    # Euler lives in σ-space: skipping init_noise_sigma or scale_model_input ruins these moments.
-    pipe = gaussian_pipeline()
+@pytest.mark.parametrize("spacing", ["leading", "linspace"])
+def test_euler_samples_have_the_data_moments(spacing):
+    # Euler lives in σ-space: skipping init_noise_sigma or scale_model_input, or reading
+    # init_noise_sigma before set_timesteps, ruins these moments.
+    pipe = gaussian_pipeline(timestep_spacing=spacing)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    images = pipe(batch_size=64, generator=torch.Generator().manual_seed(0), num_inference_steps=100, output_type="pt").images
+    images = pipe(batch_size=64, generator=torch.Generator().manual_seed(0), num_inference_steps=200, output_type="pt").images
     x = images.double() * 2 - 1
     assert x.mean().item() == pytest.approx(DATA_MEAN, abs=0.01)
     assert x.std().item() == pytest.approx(DATA_STD, abs=0.02)
@@ -236,3 +242,32 @@ def test_from_pretrained_takes_a_replacement_scheduler(tmp_path):
     assert loaded.scheduler is ddim
     loaded.set_progress_bar_config(disable=True)
     assert loaded(num_inference_steps=4, output_type="pt").images.shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("num_inference_steps", [20, 7])
+def test_samples_equal_diffusers_ddpm_pipeline_with_the_same_unet_and_seed(num_inference_steps):
+    pipe = tiny_unet_pipeline()
+    theirs = DDPMPipeline(unet=pipe.unet, scheduler=DDPMScheduler.from_config(pipe.scheduler.config))
+    theirs.set_progress_bar_config(disable=True)
+    ours = pipe(batch_size=3, generator=torch.Generator().manual_seed(5), num_inference_steps=num_inference_steps,
+                output_type="pt").images
+    expected = theirs(batch_size=3, generator=torch.Generator().manual_seed(5),
+                      num_inference_steps=num_inference_steps, output_type="pt").images
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
+
+
+def test_from_pretrained_takes_a_replacement_unet(tmp_path):
+    tiny_unet_pipeline().save_pretrained(tmp_path)
+    replacement = tiny_unet_pipeline(in_channels=1).unet
+    with torch.no_grad():
+        next(replacement.parameters()).add_(1.0)
+    loaded = DDPMFromScratchPipeline.from_pretrained(tmp_path, unet=replacement)
+    assert loaded.unet is replacement
+
+
+def test_output_tensors_can_enter_autograd():
+    # diffusers' pipelines run under no_grad, not inference_mode: their outputs are ordinary tensors.
+    images = tiny_unet_pipeline()(num_inference_steps=2, output_type="pt").images
+    weight = torch.ones(1, requires_grad=True)
+    (images * weight).sum().backward()
+    assert weight.grad is not None

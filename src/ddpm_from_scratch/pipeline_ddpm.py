@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -36,7 +37,7 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet, scheduler):
+    def __init__(self, unet: ModelMixin, scheduler: SchedulerMixin):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
@@ -46,7 +47,9 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         return (batch_size, self.unet.config.in_channels, height, width)
 
     @staticmethod
-    def _check_inputs(batch_size: int, generator, output_type: str) -> None:
+    def _check_inputs(
+        batch_size: int, generator: torch.Generator | list[torch.Generator] | None, output_type: str
+    ) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if isinstance(generator, list) and len(generator) != batch_size:
@@ -57,7 +60,7 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def __call__(
         self,
         batch_size: int = 1,
@@ -90,11 +93,12 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         self._check_inputs(batch_size, generator, output_type)
         device = self._execution_device
 
-        # x_T ~ N(0, σ_init² I): σ_init is 1 for DDPM/DDIM but not for sigma-space schedulers such as Euler.
+        # Timesteps first: for σ-space schedulers (Euler, Heun, ...) init_noise_sigma depends on them.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        # x_T ~ N(0, σ_init² I): σ_init is 1 for DDPM/DDIM but not for σ-space schedulers.
         sample = randn_tensor(self._image_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
         sample = sample * self.scheduler.init_noise_sigma
 
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
         step_kwargs = self._step_kwargs(generator)
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(sample, t)
@@ -108,12 +112,12 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
             return (images,)
         return ImagePipelineOutput(images=images)
 
-    def _step_kwargs(self, generator) -> dict:
+    def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict:
         # Deterministic multistep solvers (UniPC, ...) take no generator in `step`.
         accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         return {"generator": generator} if accepts_generator else {}
 
-    def postprocess(self, sample: torch.Tensor, output_type: str = "pil"):
+    def postprocess(self, sample: torch.Tensor, output_type: str = "pil") -> list | np.ndarray | torch.Tensor:
         """Map model space [-1, 1] to image space [0, 1] and convert to `output_type`."""
         images = (sample / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":

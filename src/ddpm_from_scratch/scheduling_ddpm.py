@@ -229,7 +229,7 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
        root: √(log β'_t) is NaN at every step with t > 0, so every sample is NaN. (It is not the
        t = 0 clamp: no noise is added at t = 0.)
     3. ``timestep_spacing="trailing"`` gives exactly ``num_inference_steps`` timesteps. diffusers
-       builds them with a float ``np.arange(T, 0, -T/n)``, which for 437 of the n in 1..1000 (e.g.
+       builds them with a float ``np.arange(T, 0, -T/n)``, which for 62 of the n in 1..1000 (diffusers 0.42) (e.g.
        61, 103, 121) yields one extra entry that rounds to timestep −1. For every other n the
        timesteps are identical.
     4. In float16/bfloat16 on the CPU, ``step`` multiplies by its float32 coefficients, where
