@@ -271,3 +271,14 @@ def test_output_tensors_can_enter_autograd():
     weight = torch.ones(1, requires_grad=True)
     (images * weight).sum().backward()
     assert weight.grad is not None
+
+
+def test_variational_bound_method_is_the_likelihood_module_on_the_pipelines_components():
+    from ddpm_from_scratch.likelihood import variational_bound
+
+    pipe = tiny_unet_pipeline()
+    images = torch.randint(0, 256, (2, 1, 8, 8)).float() / 127.5 - 1
+    via_pipe = pipe.variational_bound(images, generator=torch.Generator().manual_seed(0), progress=False)
+    direct = variational_bound(pipe.unet, pipe.scheduler, images, generator=torch.Generator().manual_seed(0),
+                               progress=False)
+    torch.testing.assert_close(via_pipe.bits_per_dim, direct.bits_per_dim, atol=0, rtol=0)

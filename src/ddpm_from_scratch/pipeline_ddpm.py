@@ -112,6 +112,23 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
             return (images,)
         return ImagePipelineOutput(images=images)
 
+    def variational_bound(
+        self, images: torch.Tensor, generator: torch.Generator | None = None, **kwargs
+    ):
+        r"""The variational bound −log p_θ(x_0) ≤ L_T + Σ_t L_{t−1} + L_0 of `images`, in bits/dim.
+
+        `images` are in [-1, 1] on the 8-bit grid, shape (B, C, H, W). Calls
+        `ddpm_from_scratch.likelihood.variational_bound` with this pipeline's U-Net and scheduler (which must
+        be a DDPM scheduler: the bound is a property of the DDPM chain); other keyword arguments go through.
+        Needs the ddpm-from-scratch package itself, not only this file.
+        """
+        try:
+            from ddpm_from_scratch.likelihood import variational_bound
+        except ImportError as error:  # this file may be running from a Hub repo without the package
+            raise ImportError("variational_bound needs `pip install ddpm-from-scratch`.") from error
+        return variational_bound(self.unet, self.scheduler, images.to(self._execution_device), generator=generator,
+                                 **kwargs)
+
     def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict:
         # Deterministic multistep solvers (UniPC, ...) take no generator in `step`.
         accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
