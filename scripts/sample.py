@@ -12,23 +12,16 @@ import sys
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
-from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler
+from ddpm_from_scratch import DDPMFromScratchPipeline
 from ddpm_from_scratch.grid import image_grid
-
-SCHEDULERS = {
-    "ddpm": DDPMFromScratchScheduler,
-    "ddim": DDIMScheduler,
-    "dpm-solver": DPMSolverMultistepScheduler,
-}
+from ddpm_from_scratch.samplers import DEFAULT_STEPS, SAMPLERS, scheduler_for
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("pipeline", help="A pipeline folder or Hub id.")
     p.add_argument("--num_images", type=int, default=64)
-    p.add_argument("--scheduler", choices=list(SCHEDULERS), default="ddpm")
+    p.add_argument("--scheduler", choices=list(SAMPLERS), default="ddpm")
     p.add_argument("--num_inference_steps", type=int, default=None,
                    help="Default: 1000 for ddpm, 50 for ddim, 25 for dpm-solver.")
     p.add_argument("--seed", type=int, default=0)
@@ -46,11 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list:
     args = parse_args(argv)
-    default_steps = {"ddpm": 1000, "ddim": 50, "dpm-solver": 25}[args.scheduler]
-    steps = args.num_inference_steps or default_steps
+    steps = args.num_inference_steps or DEFAULT_STEPS[args.scheduler]
 
     pipe = DDPMFromScratchPipeline.from_pretrained(args.pipeline).to(args.device)
-    pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
+    pipe.scheduler = scheduler_for(args.scheduler, pipe.scheduler.config)
 
     # One generator per image: image i is the same whatever --batch_size is.
     images = []

@@ -32,6 +32,7 @@ from ddpm_from_scratch.data import (
     load_image_dataset,
     with_image_transform,
 )
+from ddpm_from_scratch.evaluation import evaluate_folder
 from ddpm_from_scratch.grid import image_grid
 from ddpm_from_scratch.hub import render_model_card
 from ddpm_from_scratch.training import (
@@ -104,6 +105,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--num_grid_images", type=int, default=64)
     out.add_argument("--num_inference_steps", type=int, default=1000, help="Sampling steps for the grids.")
     out.add_argument("--logger", choices=["tensorboard", "none"], default="tensorboard")
+    evaluation = p.add_argument_group("evaluation at the end (scripts/evaluate.py; its numbers go into the model card)")
+    evaluation.add_argument("--no_evaluate", dest="evaluate", action="store_false")
+    evaluation.add_argument("--eval_num_samples", type=int, default=200,
+                            help="Samples for the classifier FID/KID (digits only).")
+    evaluation.add_argument("--eval_num_bound_images", type=int, default=100,
+                            help="Held-out images for the bits/dim bound.")
     args = p.parse_args(argv)
     check_args(args)
     return args
@@ -114,7 +121,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.dataset_name and args.train_data_dir:
         raise SystemExit("error: give --dataset_name or --train_data_dir, not both.")
     positive = ["train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "save_images_steps",
-                "num_grid_images", "num_inference_steps"]
+                "num_grid_images", "num_inference_steps", "eval_num_samples", "eval_num_bound_images"]
     for name in positive + ["max_train_steps", "num_epochs", "resolution", "checkpoints_total_limit"]:
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -379,6 +386,12 @@ def main(argv=None) -> dict:
             "repo_id": output_dir.name,
         }
         (output_dir / "README.md").write_text(render_model_card(MODEL_CARD_TEMPLATE.read_text(), facts))
+        if args.evaluate and not args.dataset_name:  # a Hub/saved dataset has no image folder to evaluate on
+            evaluate_folder(
+                str(output_dir), update_card=True, data_dir=args.train_data_dir,
+                num_bound_images=args.eval_num_bound_images, num_samples=args.eval_num_samples,
+                num_inference_steps=args.num_inference_steps, seed=args.seed, progress=False,
+            )
         print(
             f"Done: {global_step} steps in {wall / 60:.1f} min, final loss {loss_value:.4f}. "
             f"Pipeline and model card in {output_dir}/, samples in {output_dir}/samples/, "

@@ -47,7 +47,8 @@ def tiny_config(tmp_path) -> Path:
 def train_args(output_dir, config, *extra) -> list[str]:
     return [
         "--output_dir", str(output_dir), "--model_config", str(config), "--train_batch_size", "32",
-        "--num_inference_steps", "4", "--num_grid_images", "4", "--lr_warmup_steps", "2", *map(str, extra),
+        "--num_inference_steps", "4", "--num_grid_images", "4", "--lr_warmup_steps", "2",
+        "--eval_num_samples", "8", "--eval_num_bound_images", "2", *map(str, extra),
     ]
 
 
@@ -85,6 +86,9 @@ def test_a_launched_run_writes_a_loadable_pipeline_grids_logs_and_model_card(tmp
     assert list((out / "logs").rglob("events.out.tfevents.*"))
     card = (out / "README.md").read_text()
     assert "library_name: diffusers" in card and "step-4.png" in card and "$" not in card.split("```")[0]
+    evaluation = json.loads((out / "evaluation.json").read_text())  # the run evaluated itself
+    assert "model-index" in card and f"{evaluation['bound']['bits_per_dim']:.3f}" in card
+    assert "Not evaluated yet" not in card
     pipe = DDPMFromScratchPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     assert pipe(batch_size=2, num_inference_steps=3, output_type="np").images.shape == (2, 8, 8, 1)
@@ -92,7 +96,7 @@ def test_a_launched_run_writes_a_loadable_pipeline_grids_logs_and_model_card(tmp
 
 def test_the_saved_pipeline_carries_the_ema_weights(tmp_path, tiny_config):
     out = tmp_path / "run"
-    launch(train_args(out, tiny_config, "--max_train_steps", 3, "--checkpointing_steps", 3),
+    launch(train_args(out, tiny_config, "--max_train_steps", 3, "--checkpointing_steps", 3, "--no_evaluate"),
            report_dir=tmp_path / "reports")
     ema = load_file(out / "checkpoint-3" / "unet_ema" / "diffusion_pytorch_model.safetensors")
     raw = load_file(out / "checkpoint-3" / "model.safetensors")
@@ -103,7 +107,8 @@ def test_the_saved_pipeline_carries_the_ema_weights(tmp_path, tiny_config):
 
 def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, tiny_config):
     # Batch 32 over 1,497 images: 47 batches an epoch, so step 60 resumes mid-epoch (position 13 of epoch 1).
-    steps = ["--max_train_steps", 64, "--checkpointing_steps", 60, "--save_images_steps", 1000, "--random_flip"]
+    steps = ["--max_train_steps", 64, "--checkpointing_steps", 60, "--save_images_steps", 1000, "--random_flip",
+             "--no_evaluate"]
     whole = tmp_path / "whole"
     launch(train_args(whole, tiny_config, *steps), report_dir=tmp_path / "r1")
     resumed = tmp_path / "resumed"
@@ -120,7 +125,7 @@ def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_pa
 def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(tmp_path, tiny_config):
     out = tmp_path / "run"
     args = train_args(out, tiny_config, "--max_train_steps", 40, "--checkpointing_steps", 1,
-                      "--save_images_steps", 1000, "--logger", "none")
+                      "--save_images_steps", 1000, "--logger", "none", "--no_evaluate")
     process = launch(args, script=TRAIN, start_new_session=True,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -148,7 +153,7 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(tmp
 def test_two_processes_shard_the_data_and_end_with_identical_weights(tmp_path, tiny_config):
     out = tmp_path / "run"
     launch(train_args(out, tiny_config, "--max_train_steps", 4, "--save_images_steps", 4,
-                      "--checkpointing_steps", 4, "--train_batch_size", 16),
+                      "--checkpointing_steps", 4, "--train_batch_size", 16, "--no_evaluate"),
            num_processes=2, report_dir=tmp_path / "reports")
     rank0, rank1 = reports(tmp_path / "reports")
     assert rank0["weights_sha256"] == rank1["weights_sha256"]
@@ -166,7 +171,7 @@ def test_learning_rate_schedule_counts_optimiser_steps_under_accumulation(tmp_pa
     out = tmp_path / "run"
     launch(train_args(out, tiny_config, "--max_train_steps", 3, "--gradient_accumulation_steps", 2,
                       "--lr_scheduler", "linear", "--lr_warmup_steps", 1, "--checkpointing_steps", 3,
-                      "--save_images_steps", 1000), report_dir=tmp_path / "reports")
+                      "--save_images_steps", 1000, "--no_evaluate"), report_dir=tmp_path / "reports")
     state = json.loads((out / "checkpoint-3" / "training_state.json").read_text())
     assert state["lr_scheduler"]["last_epoch"] == 3
     assert state["lr_scheduler"]["_last_lr"] == [0.0]  # linear decay reaches 0 exactly at the last step
@@ -175,7 +180,7 @@ def test_learning_rate_schedule_counts_optimiser_steps_under_accumulation(tmp_pa
 def test_bf16_mixed_precision_trains(tmp_path, tiny_config):
     out = tmp_path / "run"
     launch(train_args(out, tiny_config, "--max_train_steps", 2, "--mixed_precision", "bf16",
-                      "--save_images_steps", 1000), report_dir=tmp_path / "reports")
+                      "--save_images_steps", 1000, "--no_evaluate"), report_dir=tmp_path / "reports")
     assert torch.isfinite(torch.tensor(reports(tmp_path / "reports")[0]["final_loss"]))
 
 
