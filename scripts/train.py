@@ -79,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--train_batch_size", type=int, default=128, help="Per process.")
     opt.add_argument("--max_train_steps", type=int, default=None,
-                     help="Optimiser steps; overrides --num_epochs. Default: 2500 when --num_epochs is not given.")
+                     help="Optimiser steps; overrides --num_epochs. Default: 2000 when --num_epochs is not given.")
     opt.add_argument("--num_epochs", type=int, default=None)
     opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
     opt.add_argument("--learning_rate", type=float, default=1e-3)
@@ -129,7 +129,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.learning_rate <= 0:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
     if args.max_train_steps is None and args.num_epochs is None:
-        args.max_train_steps = 2500
+        args.max_train_steps = 2000
 
 
 def build_unet(args: argparse.Namespace) -> DDPMFromScratchUNet:
