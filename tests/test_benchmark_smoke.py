@@ -1,0 +1,61 @@
+"""benchmarks/run.py in its tiny --quick mode: every section is there, with positive numbers,
+and the two sampling pipelines produce the same images."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+SIDES = ("ours", "theirs")
+
+
+def positive(stats: dict) -> bool:
+    return stats["n"] >= 1 and all(stats[k] > 0 for k in ("median", "min", "max", "q1", "q3"))
+
+
+def test_quick_benchmark_writes_every_section(tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+
+    for section in ("ceiling", "training", "sampling", "scheduler_step", "memory"):
+        assert results[section], section
+
+    assert results["ceiling"]["float32"]["n"] > 0
+    assert positive(results["ceiling"]["float32"]["gflops"])
+
+    assert len(results["training"]) == 2
+    for run in results["training"]:
+        assert positive(run["ratio"])
+        for side in SIDES:
+            assert positive(run[side]["images_per_s"]) and positive(run[side]["gflops"])
+            assert run[side]["flops_per_step"] > 0 and run[side]["fraction_of_ceiling"] > 0
+        assert run["ours"]["flops_per_step"] == run["theirs"]["flops_per_step"]  # same architecture
+
+    assert len(results["sampling"]) == 2
+    for run in results["sampling"]:
+        assert positive(run["ratio"])
+        assert all(positive(run[side]["images_per_s"]) for side in SIDES)
+        assert run["match"] is True and 0 <= run["max_abs_diff"] <= 1e-3
+
+    step = results["scheduler_step"]
+    assert positive(step["speedup"]) and all(positive(step[side]["us_per_call"]) for side in SIDES)
+
+    entries = results["memory"]["entries"]
+    assert len(entries) == 5  # 2 training, 2 sampling, 1 scheduler
+    for entry in entries:
+        for side in SIDES:
+            assert "error" not in entry[side], entry
+            assert entry[side]["peak_rss_mib"] > 0 and entry[side]["baseline_mib"] > 0
+    for entry in entries[:2]:  # training: gradients, optimiser state and activations at least
+        assert all(entry[side]["delta_mib"] > 0 for side in SIDES), entry
+
+    table = results["table"]
+    assert "| digits" in table and "NO (>" not in table
+    assert table.strip() in proc.stdout
