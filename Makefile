@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: train test clean
+.PHONY: train test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,3 +30,6 @@ test: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV)
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run.py
