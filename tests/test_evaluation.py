@@ -1,11 +1,11 @@
 """Evaluating a pipeline: the bound on held-out images, digit sample quality, and the model card."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from script_modules import load_script
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
 from ddpm_from_scratch.digit_classifier import load_digits_tensors
@@ -13,7 +13,6 @@ from ddpm_from_scratch.evaluation import NO_QUALITY_METRIC, evaluate_pipeline, f
 from ddpm_from_scratch.hub import EVALUATION_END, EVALUATION_START, update_model_card
 from ddpm_from_scratch.likelihood import variational_bound
 
-EVALUATE = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
 FAST = dict(num_bound_images=4, num_samples=12, num_inference_steps=3, progress=False)
 
 
@@ -82,8 +81,5 @@ def test_evaluating_again_replaces_the_numbers_instead_of_appending():
 
 
 def test_the_script_refuses_to_update_the_card_of_a_pipeline_that_is_not_a_local_folder():
-    spec = importlib.util.spec_from_file_location("evaluate_script", EVALUATE)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     with pytest.raises(SystemExit):
-        script.main(["user/some-hub-repo", "--update_model_card"])
+        load_script("evaluate").main(["user/some-hub-repo", "--update_model_card"])

@@ -1,23 +1,14 @@
 """scripts/sample.py: grids and single images from a saved pipeline, with any of its schedulers."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from script_modules import load_script
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sample.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("sample_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -32,19 +23,19 @@ def pipeline_dir(tmp_path) -> Path:
 
 @pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpm-solver"])
 def test_writes_a_grid_of_the_requested_number_of_images(tmp_path, pipeline_dir, scheduler):
-    load_script().main([str(pipeline_dir), "--num_images", "6", "--scheduler", scheduler,
+    load_script("sample").main([str(pipeline_dir), "--num_images", "6", "--scheduler", scheduler,
                         "--num_inference_steps", "4", "--output", str(tmp_path / "grid.png")])
     assert Image.open(tmp_path / "grid.png").size == (3 * 8, 2 * 8)
 
 
 def test_saves_individual_images_when_asked(tmp_path, pipeline_dir):
-    load_script().main([str(pipeline_dir), "--num_images", "3", "--num_inference_steps", "3",
+    load_script("sample").main([str(pipeline_dir), "--num_images", "3", "--num_inference_steps", "3",
                         "--output", str(tmp_path / "grid.png"), "--save_individual", str(tmp_path / "single")])
     assert sorted(p.name for p in (tmp_path / "single").iterdir()) == ["00000.png", "00001.png", "00002.png"]
 
 
 def test_each_image_depends_on_the_seed_not_on_the_batch_size(tmp_path, pipeline_dir):
-    script = load_script()
+    script = load_script("sample")
     common = [str(pipeline_dir), "--num_images", "4", "--num_inference_steps", "5", "--seed", "3",
               "--output", str(tmp_path / "grid.png")]
     whole = script.main(common + ["--batch_size", "4"])
@@ -54,4 +45,4 @@ def test_each_image_depends_on_the_seed_not_on_the_batch_size(tmp_path, pipeline
 
 def test_a_non_positive_image_count_is_refused(tmp_path, pipeline_dir):
     with pytest.raises(SystemExit):
-        load_script().main([str(pipeline_dir), "--num_images", "0"])
+        load_script("sample").main([str(pipeline_dir), "--num_images", "0"])

@@ -3,7 +3,6 @@
 The runs use a tiny U-Net and a handful of steps; what they check does not depend on size.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from script_modules import load_script
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchUNet
 
@@ -28,13 +28,6 @@ TINY_UNET = dict(
     sample_size=8, in_channels=1, out_channels=1, base_channels=16, channel_multipliers=[1, 2],
     num_res_blocks=1, attention_levels=[1], attention_heads=1, dropout=0.1, norm_num_groups=8,
 )
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -203,7 +196,7 @@ def test_a_non_finite_loss_stops_training_without_writing_a_checkpoint(tmp_path,
 
 
 def run_main(*args):
-    return load_train_module().main(list(map(str, args)))
+    return load_script("train").main(list(map(str, args)))
 
 
 def test_a_missing_image_folder_is_refused_by_name(tmp_path):

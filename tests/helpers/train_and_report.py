@@ -3,16 +3,15 @@
 Launched by the training tests through `accelerate launch`, so each rank reports for itself.
 """
 
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
-script = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
-spec = importlib.util.spec_from_file_location("train_script", script)
-train = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from script_modules import load_script  # noqa: E402
+
+train = load_script("train")
 
 result = train.main(sys.argv[1:])
 report_dir = Path(os.environ["TRAIN_REPORT_DIR"])
