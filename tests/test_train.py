@@ -240,3 +240,11 @@ def test_an_unknown_model_config_is_refused_by_name(tmp_path):
 def test_resuming_from_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         run_main("--resume_from_checkpoint", tmp_path, "--output_dir", tmp_path / "out")
+
+
+def test_checkpoints_total_limit_keeps_only_the_newest(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    launch(train_args(out, tiny_config, "--max_train_steps", 5, "--checkpointing_steps", 1,
+                      "--checkpoints_total_limit", 2, "--save_images_steps", 1000, "--logger", "none",
+                      "--no_evaluate"), report_dir=tmp_path / "reports")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
