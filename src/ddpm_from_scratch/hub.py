@@ -1,9 +1,68 @@
-"""Model cards: the repo's `model_card.md` template filled in with a run's facts."""
+"""Model cards and the Hugging Face Hub: the repo's `model_card.md` filled in with a run's facts, and uploads.
+
+What a pipeline repo on the Hub holds (``push_pipeline_folder``, ``DDPMFromScratchPipeline.push_to_hub``)::
+
+    README.md                        the model card (the folder's, else one rendered from model_card.md)
+    model_index.json                 {"_class_name": ["pipeline", "DDPMFromScratchPipeline"],
+                                      "unet": ["unet", "DDPMFromScratchUNet"],
+                                      "scheduler": ["scheduling_ddpm", "DDPMFromScratchScheduler"]}
+    pipeline.py                      = ddpm_from_scratch/pipeline_ddpm.py
+    unet/unet.py                     = ddpm_from_scratch/unet.py
+    unet/config.json, unet/diffusion_pytorch_model.safetensors
+    scheduler/scheduling_ddpm.py     = ddpm_from_scratch/scheduling_ddpm.py
+    scheduler/scheduler_config.json
+    samples/*.png                    the sample grids, when the folder has them
+
+This is diffusers' layout for code shipped in a repo: a component ``name: [stem, class]`` whose file
+``name/stem.py`` exists is imported from that file, and a ``_class_name`` of ``[stem, class]`` with a
+``stem.py`` at the root is the pipeline's class (``trust_remote_code=True`` is required for both). The
+three code files import only torch, numpy and diffusers, so the repo loads
+
+1. with this package installed: ``DDPMFromScratchPipeline.from_pretrained(repo_id)``, which maps the
+   entries back to ``ddpm_from_scratch.*`` modules and runs none of the repo's code;
+2. with diffusers only: ``DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)``;
+3. and ``DDPMFromScratchPipeline.to_diffusers()`` / ``scripts/export_diffusers.py`` make a separate repo
+   with diffusers' own ``DDPMPipeline``, which needs no custom code at all.
+
+The local folder is never changed: the rewritten ``model_index.json`` and the code files exist only in
+the upload. Training state is never uploaded: ``checkpoint-*/`` and ``.checkpoint-*.tmp/`` folders,
+``logs/`` (TensorBoard), optimizer and random states (see ``NOT_UPLOADED_FOLDERS``/``NOT_UPLOADED_FILES``).
+
+The Hub token is whatever huggingface_hub finds (the ``token`` argument, then ``HF_TOKEN``, then the
+``hf auth login`` cache); it is only sent in request headers, never written or logged.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import re
 import string
+from pathlib import Path
 from typing import Any, Mapping
+
+# The template the training script renders; a source checkout has it next to `src/`.
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
+
+# Folders (at any depth) and files (by name, at any depth) that never go to the Hub.
+NOT_UPLOADED_FOLDERS = ("checkpoint-*", ".checkpoint-*", "logs", "runs", "wandb", ".git", "__pycache__",
+                        ".ipynb_checkpoints", ".cache")
+NOT_UPLOADED_FILES = ("optimizer*", "random_states*", "scaler*.pt", "*.pkl", "*.ckpt", "*.tmp",
+                      "events.out.tfevents.*", ".DS_Store")
+# Files that are training state only at the top of the folder (accelerate's learning-rate scheduler).
+NOT_UPLOADED_TOP_LEVEL_FILES = ("scheduler*.bin", "scheduler*.pt", "lr_scheduler*")
+
+# The package's modules that a pushed repo ships, as the module names model_index.json uses.
+CODE_MODULES = ("unet", "scheduling_ddpm")
+PIPELINE_CLASS = "DDPMFromScratchPipeline"
+
+
+class HubUploadError(RuntimeError):
+    """An upload to the Hub failed; nothing local was changed. ``status`` is the HTTP status, if there was one."""
+
+    def __init__(self, message: str, repo_id: str, status: int | None = None):
+        super().__init__(message)
+        self.repo_id, self.status = repo_id, status
 
 
 def render_model_card(template: str, facts: Mapping[str, Any]) -> str:
@@ -59,3 +118,228 @@ def update_model_card(card_text: str, results: Mapping[str, Any], table: str, mo
     head, rest = rendered.split(EVALUATION_START, 1)
     _, tail = rest.split(EVALUATION_END, 1)
     return f"{head}{EVALUATION_START}\n{table}\n{EVALUATION_END}{tail}"
+
+
+# ----------------------------------------------------------------------------------------------- uploads
+
+
+def _package_code(folder: Path, index: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
+    """The package's code for the entries of `index` that need it: {library as named in model_index.json:
+    source file} and the pipeline's source file (or None).
+
+    A component needs it when its class is one of the package's (``ddpm_from_scratch.unet``, or a copy
+    such as ``diffusers_modules.local.unet`` or ``unet``) and the folder does not already ship its file.
+    """
+    import importlib
+
+    package = __name__.rpartition(".")[0]
+    modules: dict[str, str] = {}
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, (list, tuple)) or len(value) != 2:
+            continue
+        library, class_name = value
+        if not isinstance(library, str) or library.split(".")[0] in ("diffusers", "transformers"):
+            continue
+        stem = library.rpartition(".")[2]
+        if stem not in CODE_MODULES or (folder / name / f"{stem}.py").is_file():
+            continue
+        module = importlib.import_module(f"{package}.{stem}")
+        if hasattr(module, class_name):
+            modules[library] = module.__file__
+    pipeline = index.get("_class_name")
+    pipeline_name = pipeline[1] if isinstance(pipeline, (list, tuple)) and len(pipeline) == 2 else pipeline
+    wanted = pipeline_name == PIPELINE_CLASS and not (folder / "pipeline.py").is_file()
+    return modules, importlib.import_module(f"{package}.pipeline_ddpm").__file__ if wanted else None
+
+
+def _uploaded(relative: Path) -> bool:
+    *folders, name = relative.parts
+    if any(fnmatch.fnmatch(folder, pattern) for folder in folders for pattern in NOT_UPLOADED_FOLDERS):
+        return False
+    if any(fnmatch.fnmatch(name, pattern) for pattern in NOT_UPLOADED_FILES):
+        return False
+    return not (not folders and any(fnmatch.fnmatch(name, pattern) for pattern in NOT_UPLOADED_TOP_LEVEL_FILES))
+
+
+def hub_upload_files(
+    folder: str | Path, module_files: Mapping[str, str] | None = None, pipeline_file: str | None = None
+) -> dict[str, Path | bytes]:
+    """What `push_pipeline_folder` uploads from `folder`: {path in the repo: local file, or bytes}.
+
+    The folder's files minus training state, ``model_index.json`` pointed at the code files, and the code
+    files. `module_files` ({library as model_index.json names it: source file}) and `pipeline_file` default
+    to this package's modules, for the components whose classes are the package's (and the pipeline, when
+    it is ``DDPMFromScratchPipeline``) unless the folder already ships their code. Components of diffusers
+    itself (an exported ``DDPMPipeline``, a swapped-in ``DDIMScheduler``) need no code and get none.
+    """
+    from .pipeline_ddpm import remote_code_layout
+
+    folder = Path(folder)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ValueError(f"{folder} is not a saved pipeline: it has no model_index.json.")
+    files: dict[str, Path | bytes] = {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink() and _uploaded(path.relative_to(folder))
+    }
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    if module_files is None:
+        module_files, package_pipeline = _package_code(folder, index)
+        pipeline_file = pipeline_file or package_pipeline
+    index, code = remote_code_layout(index, dict(module_files), pipeline_file)
+    files["model_index.json"] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
+    files.update({path: Path(source) for path, source in code.items()})
+    return files
+
+
+def _parameter_count(folder: Path) -> int | None:
+    from safetensors import safe_open
+
+    weights = sorted((folder / "unet").glob("*.safetensors"))
+    if not weights:
+        return None
+    total = 0
+    for path in weights:
+        with safe_open(str(path), framework="pt") as file:
+            for key in file.keys():  # noqa: SIM118  (a safetensors handle, not a dict)
+                count = 1
+                for size in file.get_slice(key).get_shape():
+                    count *= size
+                total += count
+    return total
+
+
+def _sample_grid(folder: Path) -> str | None:
+    def step(path: Path) -> tuple[int, str]:
+        number = re.findall(r"\d+", path.stem)
+        return (int(number[-1]) if number else -1, path.name)
+
+    grids = sorted((folder / "samples").glob("*.png"), key=step)
+    return grids[-1].relative_to(folder).as_posix() if grids else None
+
+
+_FALLBACK_TEMPLATE = """---
+library_name: diffusers
+pipeline_tag: unconditional-image-generation
+tags:
+- ddpm
+- ddpm-from-scratch
+---
+
+# $repo_id
+
+A denoising diffusion probabilistic model made with ddpm-from-scratch ($num_parameters parameters,
+${resolution}×${resolution}, $channels channel(s), $num_train_timesteps timesteps).
+
+![samples]($sample_grid)
+"""
+
+
+def minimal_model_card(folder: str | Path, repo_id: str, template: str | None = None) -> str:
+    """A model card for a pipeline folder that has none: the template with the facts the folder tells
+    (repo id, parameter count, resolution, channels, noise schedule, sample grid) and "unknown" for the rest."""
+    folder = Path(folder)
+    if template is None:
+        template = MODEL_CARD_TEMPLATE.read_text(encoding="utf-8") if MODEL_CARD_TEMPLATE.is_file() \
+            else _FALLBACK_TEMPLATE
+
+    def config(name: str) -> dict:
+        paths = [folder / name / "config.json", folder / name / "scheduler_config.json"]
+        for path in paths:
+            if path.is_file():
+                return json.loads(path.read_text(encoding="utf-8"))
+        return {}
+
+    unet, scheduler = config("unet"), config("scheduler")
+    count = _parameter_count(folder)
+    grid = _sample_grid(folder)
+    size = unet.get("sample_size")
+    facts: dict[str, Any] = {
+        "repo_id": repo_id,
+        "num_parameters": f"{count:,}" if count is not None else "unknown",
+        "model_config": unet.get("_class_name", "unknown"),
+        "resolution": size if isinstance(size, int) else "unknown",
+        "channels": unet.get("in_channels", "unknown"),
+        "num_train_timesteps": scheduler.get("num_train_timesteps", "unknown"),
+        "beta_schedule": scheduler.get("beta_schedule", "unknown"),
+        "sample_grid": grid or "unknown",
+    }
+    names = {m.group("named") or m.group("braced") for m in string.Template.pattern.finditer(template)} - {None}
+    facts = {**{name: "unknown" for name in names}, **facts}
+    card = render_model_card(template, facts)
+    if grid is None:
+        card = card.replace("\n![samples](unknown)\n", "")
+    return card.replace("datasets:\n- unknown\n", "")  # no Hub dataset to link to
+
+
+def _is_network_error(error: BaseException) -> bool:
+    return type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3")
+
+
+def push_pipeline_folder(
+    folder: str | Path,
+    repo_id: str,
+    token: str | bool | None = None,
+    private: bool = False,
+    commit_message: str = "Upload DDPM pipeline (ddpm-from-scratch)",
+    revision: str | None = None,
+    create_pr: bool = False,
+    module_files: Mapping[str, str] | None = None,
+    pipeline_file: str | None = None,
+) -> str:
+    """Create the Hub repo `repo_id` if needed and upload the pipeline saved in `folder`, in one commit.
+
+    Uploaded: the folder's files except training state (checkpoints, ``logs/``, optimizer and random
+    states), the sample grids in ``samples/``, the component code and ``model_index.json`` pointing at it
+    (see this module's docstring), and the model card: the folder's ``README.md``, else the repo's existing
+    one is kept, else a minimal card is rendered from ``model_card.md`` (`minimal_model_card`).
+
+    Args:
+        folder: a pipeline saved with `save_pretrained` (a training run's ``--output_dir``).
+        repo_id: ``"user/name"``, or ``"name"`` in the token's own namespace.
+        token: a Hub token; `None` lets huggingface_hub find one (``HF_TOKEN``, then the login cache).
+        private: create the repo private (an existing repo keeps its visibility).
+        commit_message: the commit's title.
+        revision: the branch to commit to, created from ``main`` if it does not exist; `None` is ``main``.
+        create_pr: open a pull request instead of committing to the branch.
+        module_files, pipeline_file: the code to ship (see `hub_upload_files`); default: this package's.
+
+    Returns:
+        The commit's url (a ``huggingface_hub.CommitInfo``, a `str` whose ``.oid`` is the commit sha).
+
+    Raises:
+        ValueError: `folder` has no ``model_index.json``.
+        HubUploadError: the Hub refused or failed (naming the repo id and the HTTP status). `folder` is
+            never modified, whether the upload succeeds or not.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder = Path(folder)
+    files = hub_upload_files(folder, module_files=module_files, pipeline_file=pipeline_file)
+    api = HfApi(token=token)
+    try:
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        if "README.md" not in files and not api.file_exists(repo_id, "README.md", revision=revision):
+            files["README.md"] = minimal_model_card(folder, repo_id).encode()
+        operations = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(data) if isinstance(data, Path) else data)
+            for path, data in sorted(files.items())
+        ]
+        return api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision,
+                                 create_pr=create_pr)
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        detail = error.server_message or str(error).splitlines()[0]
+        raise HubUploadError(
+            f"Uploading {folder} to the Hub repo {repo_id!r} failed: HTTP {status} ({detail.strip()}). "
+            f"Nothing was changed locally.", repo_id=repo_id, status=status) from error
+    except Exception as error:
+        if not _is_network_error(error):
+            raise
+        raise HubUploadError(
+            f"Uploading {folder} to the Hub repo {repo_id!r} failed: could not reach the Hub "
+            f"({type(error).__name__}: {error}). Nothing was changed locally.", repo_id=repo_id) from error
