@@ -34,7 +34,7 @@ from ddpm_from_scratch.data import (
 )
 from ddpm_from_scratch.evaluation import evaluate_folder
 from ddpm_from_scratch.grid import image_grid
-from ddpm_from_scratch.hub import render_model_card
+from ddpm_from_scratch.hub import HubUploadError, push_pipeline_folder, render_model_card
 from ddpm_from_scratch.training import (
     EMA_FOLDER,
     all_finite,
@@ -105,6 +105,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--num_grid_images", type=int, default=64)
     out.add_argument("--num_inference_steps", type=int, default=1000, help="Sampling steps for the grids.")
     out.add_argument("--logger", choices=["tensorboard", "none"], default="tensorboard")
+    hub = p.add_argument_group("the Hub (the token comes from --hub_token, HF_TOKEN or `hf auth login`)")
+    hub.add_argument("--push_to_hub", action="store_true",
+                     help="Upload the pipeline, model card and sample grids (not checkpoints or logs) at the end.")
+    hub.add_argument("--hub_model_id", help="The repo to push to, e.g. your-name/ddpm-digits.")
+    hub.add_argument("--hub_private_repo", action="store_true")
+    hub.add_argument("--hub_token", help="Never logged or saved; prefer HF_TOKEN.")
     evaluation = p.add_argument_group("evaluation at the end (scripts/evaluate.py; its numbers go into the model card)")
     evaluation.add_argument("--no_evaluate", dest="evaluate", action="store_false")
     evaluation.add_argument("--eval_num_samples", type=int, default=200,
@@ -126,6 +132,8 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"error: --{name} must be a positive integer, got {value}.")
+    if args.push_to_hub and not args.hub_model_id:
+        raise SystemExit("error: --push_to_hub needs --hub_model_id (e.g. your-name/ddpm-digits).")
     if args.learning_rate <= 0:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
     if args.max_train_steps is None and args.num_epochs is None:
@@ -263,7 +271,9 @@ def main(argv=None) -> dict:
         remove_stale_temporaries(output_dir)
         (output_dir / "samples").mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process and args.logger != "none":
-        accelerator.init_trackers("train", config={k: v for k, v in vars(args).items() if v is not None})
+        # The hyper-parameters go into TensorBoard: never the token.
+        hparams = {k: v for k, v in vars(args).items() if v is not None and k != "hub_token"}
+        accelerator.init_trackers("train", config=hparams)
 
     num_params = sum(p.numel() for p in unet.parameters())
     logger.info(
@@ -383,7 +393,7 @@ def main(argv=None) -> dict:
             "sample_grid": grid_path.relative_to(output_dir).as_posix(),
             "num_train_timesteps": noise_scheduler.config.num_train_timesteps,
             "beta_schedule": noise_scheduler.config.beta_schedule,
-            "repo_id": output_dir.name,
+            "repo_id": args.hub_model_id or output_dir.name,
         }
         (output_dir / "README.md").write_text(render_model_card(MODEL_CARD_TEMPLATE.read_text(), facts))
         if args.evaluate and not args.dataset_name:  # a Hub/saved dataset has no image folder to evaluate on
@@ -392,6 +402,10 @@ def main(argv=None) -> dict:
                 num_bound_images=args.eval_num_bound_images, num_samples=args.eval_num_samples,
                 num_inference_steps=args.num_inference_steps, seed=args.seed, progress=False,
             )
+        if args.push_to_hub:
+            commit = push_pipeline_folder(output_dir, args.hub_model_id, token=args.hub_token,
+                                          private=args.hub_private_repo)
+            logger.info("Pushed to the Hub: %s", commit)
         print(
             f"Done: {global_step} steps in {wall / 60:.1f} min, final loss {loss_value:.4f}. "
             f"Pipeline and model card in {output_dir}/, samples in {output_dir}/samples/, "
@@ -420,6 +434,6 @@ def weights_digest(module: torch.nn.Module) -> str:
 if __name__ == "__main__":
     try:
         main()
-    except (FloatingPointError, FileNotFoundError, ValueError) as error:
+    except (FloatingPointError, FileNotFoundError, ValueError, HubUploadError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -248,3 +248,23 @@ def test_checkpoints_total_limit_keeps_only_the_newest(tmp_path, tiny_config):
                       "--checkpoints_total_limit", 2, "--save_images_steps", 1000, "--logger", "none",
                       "--no_evaluate"), report_dir=tmp_path / "reports")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
+
+
+def test_push_to_hub_uploads_the_run_and_the_token_is_written_nowhere(tmp_path, tiny_config, hub):
+    out = tmp_path / "run"
+    result = launch(train_args(out, tiny_config, "--max_train_steps", 2, "--checkpointing_steps", 1,
+                               "--save_images_steps", 2, "--push_to_hub", "--hub_model_id", f"{hub.user}/tiny",
+                               "--hub_token", hub.token), script=TRAIN)
+    pushed = DDPMFromScratchPipeline.from_pretrained(f"{hub.user}/tiny", token=hub.token,
+                                                     cache_dir=tmp_path / "cache")
+    assert isinstance(pushed.unet, DDPMFromScratchUNet)
+    assert f"# {hub.user}/tiny" in (out / "README.md").read_text()
+    assert hub.token not in result.stdout + result.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert hub.token.encode() not in path.read_bytes(), path
+
+
+def test_push_to_hub_without_a_repo_id_is_refused_before_training(tmp_path):
+    with pytest.raises(SystemExit, match="--hub_model_id"):
+        run_main("--push_to_hub", "--output_dir", tmp_path / "out")
