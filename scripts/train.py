@@ -90,6 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     opt.add_argument("--adam_beta2", type=float, default=0.999)
     opt.add_argument("--adam_weight_decay", type=float, default=0.0)
     opt.add_argument("--max_grad_norm", type=float, default=1.0)
+    opt.add_argument("--num_threads", type=int, default=None,
+                     help="CPU threads per process. Default on a machine without a GPU: the cores this process may "
+                          "use divided by the local processes (accelerate launch otherwise pins 1).")
     opt.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
                      help="Defaults to accelerate's config / launch flag.")
     opt.add_argument("--no_ema", dest="use_ema", action="store_false", help="Save the raw weights instead of an EMA.")
@@ -128,7 +131,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit("error: give --dataset_name or --train_data_dir, not both.")
     positive = ["train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "save_images_steps",
                 "num_grid_images", "num_inference_steps", "eval_num_samples", "eval_num_bound_images"]
-    for name in positive + ["max_train_steps", "num_epochs", "resolution", "checkpoints_total_limit"]:
+    for name in positive + ["max_train_steps", "num_epochs", "resolution", "checkpoints_total_limit", "num_threads"]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"error: --{name} must be a positive integer, got {value}.")
@@ -138,6 +141,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
     if args.max_train_steps is None and args.num_epochs is None:
         args.max_train_steps = 2000
+
+
+def cpu_threads_per_process() -> int:
+    """This process's share of the cores it may run on, one share per local process."""
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // local_processes)
 
 
 def build_unet(args: argparse.Namespace) -> DDPMFromScratchUNet:
@@ -228,6 +237,8 @@ def main(argv=None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logger.setLevel(logging.WARNING)
+    if args.num_threads or accelerator.device.type == "cpu":
+        torch.set_num_threads(args.num_threads or cpu_threads_per_process())
 
     sampler = EpochPermutationSampler(len(dataset), args.seed)
     dataloader = torch.utils.data.DataLoader(
