@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import torch
+
 from ddpm_from_scratch import DDPMFromScratchPipeline
 from ddpm_from_scratch.grid import image_grid
-from ddpm_from_scratch.samplers import DEFAULT_STEPS, SAMPLERS, scheduler_for
+from ddpm_from_scratch.samplers import DEFAULT_STEPS, SAMPLERS, generate
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,16 +46,12 @@ def main(argv=None) -> list:
     steps = args.num_inference_steps or DEFAULT_STEPS[args.scheduler]
 
     pipe = DDPMFromScratchPipeline.from_pretrained(args.pipeline).to(args.device)
-    pipe.scheduler = scheduler_for(args.scheduler, pipe.scheduler.config)
     if args.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
 
     # One generator per image: image i is the same whatever --batch_size is.
-    images = []
-    for start in range(0, args.num_images, args.batch_size):
-        count = min(args.batch_size, args.num_images - start)
-        generators = [torch.Generator().manual_seed(args.seed + start + i) for i in range(count)]
-        images += pipe(batch_size=count, generator=generators, num_inference_steps=steps).images
+    samples = generate(pipe, args.num_images, args.scheduler, steps, args.seed, args.batch_size)
+    images = pipe.numpy_to_pil(samples.permute(0, 2, 3, 1).float().numpy())
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     image_grid(images).save(args.output)

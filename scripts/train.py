@@ -304,7 +304,7 @@ def main(argv=None) -> dict:
     first_epoch = global_step // steps_per_epoch
     skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
     loss_value = float("nan")
-    images_seen, pixel_sum = 0, 0.0  # this rank's share of the data, for the run's summary
+    images_seen, pixel_sum = 0, torch.zeros((), dtype=torch.float64)  # this rank's share of the data, for the summary
 
     def write_checkpoint():
         if not all_finite(unwrapped):
@@ -333,7 +333,7 @@ def main(argv=None) -> dict:
             torch.manual_seed(seed)  # dropout draws from the global generator
             clean = batch["input"]
             images_seen += clean.shape[0]
-            pixel_sum += clean.double().sum().item()
+            pixel_sum += clean.double().sum().cpu()
             if args.random_flip:
                 flip = torch.rand(clean.shape[0], generator=generator, device=generator.device) < 0.5
                 clean = torch.where(flip.view(-1, 1, 1, 1).to(clean.device), clean.flip(-1), clean)
@@ -434,7 +434,7 @@ def main(argv=None) -> dict:
         "final_loss": loss_value,
         "weights_sha256": weights_digest(unwrapped),
         "images_seen": images_seen,
-        "pixel_sum": pixel_sum,
+        "pixel_sum": pixel_sum.item(),
     }
 
 

@@ -20,7 +20,7 @@ from .digit_classifier import load_digits_tensors
 from .hub import update_model_card
 from .metrics import digit_sample_quality, reference_rows
 from .pipeline_ddpm import DDPMFromScratchPipeline
-from .samplers import DEFAULT_STEPS, scheduler_for
+from .samplers import DEFAULT_STEPS, generate
 
 DIGITS_HELD_OUT = "UCI digits, held-out split (scikit-learn)"
 NO_QUALITY_METRIC = (
@@ -43,23 +43,6 @@ def held_out_images(unet_config, data_dir: str | None = None) -> torch.Tensor:
 
 def is_digits_model(unet_config) -> bool:
     return unet_config.in_channels == 1 and unet_config.sample_size in (8, (8, 8), [8, 8])
-
-
-def generate(pipeline, num_images: int, sampler: str, num_inference_steps: int, seed: int,
-             batch_size: int) -> torch.Tensor:
-    """`num_images` samples in [0, 1], image i drawn with generator seed `seed + i` whatever the batch size."""
-    original = pipeline.scheduler
-    pipeline.scheduler = scheduler_for(sampler, original.config)
-    try:
-        chunks = []
-        for start in range(0, num_images, batch_size):
-            count = min(batch_size, num_images - start)
-            generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
-            chunks.append(pipeline(batch_size=count, generator=generators, num_inference_steps=num_inference_steps,
-                                   output_type="pt").images.cpu())
-    finally:
-        pipeline.scheduler = original
-    return torch.cat(chunks)
 
 
 def bound_summary(pipeline, images: torch.Tensor, seed: int, progress: bool) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from .scheduling_ddpm import DDPMFromScratchScheduler
@@ -20,3 +21,20 @@ def scheduler_for(name: str, config):
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
     return SAMPLERS[name].from_config(config)
+
+
+def generate(pipeline, num_images: int, sampler: str, num_inference_steps: int, seed: int,
+             batch_size: int) -> torch.Tensor:
+    """`num_images` samples in [0, 1], image i drawn with generator seed `seed + i` whatever the batch size."""
+    original = pipeline.scheduler
+    pipeline.scheduler = scheduler_for(sampler, original.config)
+    try:
+        chunks = []
+        for start in range(0, num_images, batch_size):
+            count = min(batch_size, num_images - start)
+            generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
+            chunks.append(pipeline(batch_size=count, generator=generators, num_inference_steps=num_inference_steps,
+                                   output_type="pt").images.cpu())
+    finally:
+        pipeline.scheduler = original
+    return torch.cat(chunks)
