@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ddpm_from_scratch import DDPMFromScratchPipeline
+from ddpm_from_scratch.fast_sampling import MIXED_PRECISION, compile_for_sampling, sampling_autocast
 from ddpm_from_scratch.grid import image_grid
 from ddpm_from_scratch.samplers import DEFAULT_STEPS, SAMPLERS, generate
 
@@ -33,6 +34,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels_last", action="store_true",
                    help="Run the U-Net in channels-last memory format: faster convolutions on many machines "
                         "(1.14× for the CIFAR-10 network on a 2-core CPU), same images to ~1e-5.")
+    p.add_argument("--compile", action="store_true",
+                   help="Compile the U-Net with TorchInductor, weights frozen (1.3-1.55× per step on a 2-core CPU "
+                        "after a compilation of tens of seconds); same images to ~1e-5.")
+    p.add_argument("--mixed_precision", choices=list(MIXED_PRECISION), default="no",
+                   help="Run the U-Net under bf16/fp16 autocast (1.35-1.8× on a CPU with AVX512-BF16); "
+                        "images within a few 8-bit levels of float32's.")
     args = p.parse_args(argv)
     for name in ("num_images", "num_inference_steps", "batch_size"):
         value = getattr(args, name)
@@ -48,9 +55,12 @@ def main(argv=None) -> list:
     pipe = DDPMFromScratchPipeline.from_pretrained(args.pipeline).to(args.device)
     if args.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
+    if args.compile:  # last: the compiled U-Net keeps the weights, device and layout it sees now
+        compile_for_sampling(pipe.unet)
 
     # One generator per image: image i is the same whatever --batch_size is.
-    samples = generate(pipe, args.num_images, args.scheduler, steps, args.seed, args.batch_size)
+    with sampling_autocast(args.device, args.mixed_precision):
+        samples = generate(pipe, args.num_images, args.scheduler, steps, args.seed, args.batch_size)
     images = pipe.numpy_to_pil(samples.permute(0, 2, 3, 1).float().numpy())
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -55,3 +55,19 @@ def test_channels_last_gives_the_same_images(tmp_path, pipeline_dir):
     fast = script.main(common + ["--channels_last"])
     # PIL images are 8-bit: equal up to one level where a value sits on a rounding edge.
     assert all(np.abs(np.asarray(a, int) - np.asarray(b, int)).max() <= 1 for a, b in zip(plain, fast))
+
+
+def test_compile_gives_the_same_images(tmp_path, pipeline_dir):
+    script = load_script("sample")
+    common = [str(pipeline_dir), "--num_images", "2", "--num_inference_steps", "5", "--output", str(tmp_path / "g.png")]
+    plain = script.main(common)
+    fast = script.main(common + ["--compile"])
+    assert all(np.abs(np.asarray(a, int) - np.asarray(b, int)).max() <= 1 for a, b in zip(plain, fast))
+
+
+def test_bf16_mixed_precision_gives_images_within_a_few_levels(tmp_path, pipeline_dir):
+    script = load_script("sample")
+    common = [str(pipeline_dir), "--num_images", "4", "--num_inference_steps", "5", "--output", str(tmp_path / "g.png")]
+    plain = np.stack([np.asarray(a, int) for a in script.main(common)])
+    fast = np.stack([np.asarray(a, int) for a in script.main(common + ["--mixed_precision", "bf16"])])
+    assert np.abs(plain - fast).max() <= 4
