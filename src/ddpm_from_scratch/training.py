@@ -32,6 +32,24 @@ def step_seed(seed: int, micro_step: int, process_index: int) -> int:
     return (seed * 1_000_003 + micro_step) * 1024 + process_index
 
 
+def compile_for_training(unet: torch.nn.Module) -> torch.nn.Module:
+    """Compile ``unet`` in place with TorchInductor for training (``scripts/train.py --compile``).
+
+    The compiled network computes the same function, but its dropout masks are a different
+    (still seeded) stream: Inductor may reorder the independent random draws of the blocks,
+    so the same seed gives other masks than the eager network draws. Runs stay reproducible
+    from ``--seed`` and resumable, since every draw still comes from the generator that
+    :func:`step_seed` seeds. On a CPU the random kernels fall back to PyTorch's own
+    (``fallback_random``): Inductor's generated ones measured 20 % slower per training step.
+
+    Returns:
+        ``unet`` itself (same class, config and state dict; checkpoints are unchanged).
+    """
+    on_cpu = next(unet.parameters()).device.type == "cpu"
+    unet.compile(options={"fallback_random": on_cpu})
+    return unet
+
+
 def training_target(scheduler, clean_images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """What the network learns to predict, by the scheduler's `prediction_type`.
 
