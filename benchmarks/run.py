@@ -3,6 +3,7 @@
 
     python benchmarks/run.py [--repeats N] [--warmup N] [--quick] [--json PATH]
                              [--device cpu|cuda] [--channels_last]
+                             [--compile none|ours|both] [--mixed_precision no|bf16]
 
 Side by side, in one process, with the same weights, inputs and seeds:
 
@@ -36,6 +37,14 @@ the baseline (activations, gradients, optimiser state, temporaries; not the weig
 baseline itself. CUDA: the same, in process, with ``torch.cuda.reset_peak_memory_stats`` and
 ``memory_allocated`` / ``max_memory_allocated``.
 
+Opt-in fast paths. ``--compile ours`` compiles our U-Net the way the scripts' ``--compile`` does
+(``compile_for_training`` for the training step, ``compile_for_sampling`` — frozen weights — for
+the pipeline), so the ratio is "our opt-in path vs diffusers as it comes"; ``--compile both``
+compiles diffusers' UNet2DModel the same way, for the like-for-like ratio. Compilation happens in
+the warm-up repetition (at least one is required). ``--mixed_precision bf16`` runs both sides under
+bf16 autocast on the CPU (always on CUDA); the sampled images are then compared to a looser
+tolerance. The memory section always measures the eager float32 models.
+
 Run this file as a script (a fresh process): the forks of the memory section must come before the
 process's first parallel (OpenMP) computation, after which a forked child can deadlock.
 """
@@ -43,6 +52,7 @@ process's first parallel (OpenMP) computation, after which a forked child can de
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -65,9 +75,13 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from torch.utils import flop_counter
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
+from ddpm_from_scratch.fast_sampling import compile_for_sampling
+from ddpm_from_scratch.training import compile_for_training
 
 SIDES = ("ours", "theirs")
 IMAGES_TOLERANCE = 1e-3
+# bf16 keeps 8 significant bits: two pipelines that both round ε_θ to bf16 drift apart by ~1e-2 over a chain.
+IMAGES_TOLERANCE_BF16 = 5e-2
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 MIB = 2**20
 
@@ -135,13 +149,22 @@ class Context:
     device: torch.device
     seed: int
     channels_last: bool
+    compile: str = "none"  # none | ours | both
+    mixed_precision: str = "no"  # no | bf16 (CPU); CUDA always runs bf16
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def bf16(self) -> bool:
+        return self.cuda or self.mixed_precision == "bf16"
+
+    def compiled(self, side: str) -> bool:
+        return self.compile == "both" or (self.compile == "ours" and side == "ours")
+
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     def sync(self) -> None:
         if self.cuda:
@@ -273,14 +296,29 @@ def paired_ratio(ours, theirs) -> dict:
     return summary([a / b for a, b in zip(ours, theirs)])
 
 
-def matmul_ceiling(ctx: Context, n: int, calls: int, dtype: torch.dtype, repeats: int) -> list:
-    g = torch.Generator().manual_seed(ctx.seed)
-    a, b = (torch.randn(n, n, generator=g).to(ctx.device, dtype) for _ in range(2))
-    out = torch.empty_like(a)
+def matmul_ceiling(ctx: Context, n: int, calls: int, dtype: torch.dtype, repeats: int, library: str = "blas") -> list:
+    """GFLOP/s of an n×n by n×n matrix product, `calls` per repetition.
 
-    def run() -> None:
-        for _ in range(calls):
-            torch.mm(a, b, out=out)
+    ``library="blas"``: ``torch.mm`` (MKL / OpenBLAS on a CPU, cuBLAS on CUDA). ``"onednn"`` (CPU): the
+    same product as a 1×1 convolution over n channels-last positions, which oneDNN — the library the
+    U-Nets' convolutions run in — computes. On AMD CPUs MKL's matrix product does not use AVX-512
+    and reaches about half of what oneDNN does, so the BLAS number alone understates the machine.
+    """
+    g = torch.Generator().manual_seed(ctx.seed)
+    if library == "onednn":
+        x = torch.randn(1, n, n, 1, generator=g).to(ctx.device, dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(n, n, 1, 1, generator=g).to(ctx.device, dtype)
+
+        def run() -> None:
+            for _ in range(calls):
+                F.conv2d(x, w)
+    else:
+        a, b = (torch.randn(n, n, generator=g).to(ctx.device, dtype) for _ in range(2))
+        out = torch.empty_like(a)
+
+        def run() -> None:
+            for _ in range(calls):
+                torch.mm(a, b, out=out)
 
     run()  # warm-up
     return [2 * n**3 * calls / timed(run, ctx) / 1e9 for _ in range(repeats)]
@@ -466,12 +504,15 @@ def measure_memory(plan: Plan, ctx: Context) -> dict:
 def run_training(spec: Spec, ctx: Context, args, ceiling: dict) -> dict:
     models = build_pair(spec, ctx, train=True)
     data = training_batch(models["ours"], spec.batch, ctx)
-    flops = {side: training_flops(models[side], data, ctx) for side in SIDES}
+    flops = {side: training_flops(models[side], data, ctx) for side in SIDES}  # eager: the same FLOPs compiled
+    for side in SIDES:
+        if ctx.compiled(side):
+            compile_for_training(models[side])
     steps = {side: train_step_fn(models[side], data, ctx) for side in SIDES}
     fns = {side: (lambda s=steps[side]: [s() for _ in range(spec.steps)]) for side in SIDES}
     seconds = interleaved(fns, ctx, args.repeats, args.warmup)
-    ceiling_dtype = "bfloat16" if ctx.cuda else "float32"
-    peak = ceiling[ceiling_dtype]["gflops"]["median"]
+    ceiling_dtype = "bfloat16" if ctx.bf16 else "float32"
+    peak = ceiling_gflops(ceiling, ceiling_dtype)
     result = dict(label=spec.label, preset=spec.preset, overrides=spec.overrides, batch=spec.batch,
                   steps_per_repetition=spec.steps, image_shape=list(data[0].shape[1:]),
                   parameters=sum(p.numel() for p in models["ours"].parameters()), ceiling_dtype=ceiling_dtype)
@@ -489,14 +530,18 @@ def run_training(spec: Spec, ctx: Context, args, ceiling: dict) -> dict:
 
 def run_sampling(spec: Spec, ctx: Context, args) -> dict:
     pipes = build_pipelines(spec, ctx)
+    for side in SIDES:
+        if ctx.compiled(side):
+            compile_for_sampling(pipes[side].unet)
     images = {}
+    tolerance = IMAGES_TOLERANCE_BF16 if ctx.bf16 and not ctx.cuda else IMAGES_TOLERANCE
 
     def fn(side):
         return lambda: images.__setitem__(side, sample(pipes[side], spec.batch, spec.steps, ctx))
 
     seconds = interleaved({side: fn(side) for side in SIDES}, ctx, args.repeats, args.warmup)
     result = dict(label=spec.label, preset=spec.preset, overrides=spec.overrides, batch=spec.batch,
-                  steps=spec.steps, tolerance=IMAGES_TOLERANCE)
+                  steps=spec.steps, tolerance=tolerance)
     for side in SIDES:
         result[side] = dict(images_per_s=summary([spec.batch / s for s in seconds[side]]))
     result["ratio"] = paired_ratio([1 / s for s in seconds["ours"]], [1 / s for s in seconds["theirs"]])
@@ -509,7 +554,7 @@ def run_sampling(spec: Spec, ctx: Context, args) -> dict:
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
     result["max_abs_diff"] = float(np.abs(images["ours"] - images["theirs"]).max())
-    result["match"] = bool(result["max_abs_diff"] <= IMAGES_TOLERANCE)
+    result["match"] = bool(result["max_abs_diff"] <= tolerance)
     return result
 
 
@@ -531,17 +576,25 @@ def run_scheduler_step(plan: Plan, ctx: Context, args) -> dict:
     return result
 
 
+def ceiling_gflops(ceiling: dict, dtype: str) -> float:
+    """The machine's ceiling for `dtype`: the faster of the libraries' matrix products (start-of-run medians)."""
+    return max(c["gflops"]["median"] for c in ceiling.values() if c["dtype"] == dtype)
+
+
 def run_ceiling(plan: Plan, ctx: Context, args, before: dict | None = None) -> dict:
-    """GFLOP/s of an n×n matrix product (float32; bfloat16 too on CUDA). Measured at the start
-    (`gflops`, used for the fractions) and again at the end (`gflops_end`, to show drift)."""
-    dtypes = [torch.float32] + ([torch.bfloat16] if ctx.cuda else [])
+    """GFLOP/s of an n×n matrix product (float32; bfloat16 too under bf16), through BLAS and, on a CPU,
+    through oneDNN. Measured at the start (`gflops`, used for the fractions) and again at the end
+    (`gflops_end`, to show drift)."""
+    dtypes = [torch.float32] + ([torch.bfloat16] if ctx.bf16 else [])
+    libraries = ["blas"] + ([] if ctx.cuda else ["onednn"])
     result = {}
-    for dtype in dtypes:
-        name = str(dtype).replace("torch.", "")
-        samples = matmul_ceiling(ctx, plan.matmul_n, plan.matmul_calls, dtype, args.warmup + args.repeats)
+    for dtype, library in [(d, lib) for d in dtypes for lib in libraries]:
+        dtype_name = str(dtype).replace("torch.", "")
+        name = dtype_name if library == "blas" else f"{dtype_name}_{library}"
+        samples = matmul_ceiling(ctx, plan.matmul_n, plan.matmul_calls, dtype, args.warmup + args.repeats, library)
         if before is None:
-            result[name] = dict(n=plan.matmul_n, calls_per_repetition=plan.matmul_calls,
-                                gflops=summary(samples[args.warmup:]))
+            result[name] = dict(n=plan.matmul_n, calls_per_repetition=plan.matmul_calls, dtype=dtype_name,
+                                library=library, gflops=summary(samples[args.warmup:]))
         else:
             result[name] = dict(before[name], gflops_end=summary(samples[args.warmup:]))
     return result
@@ -566,8 +619,9 @@ def machine_info(ctx: Context) -> dict:
         diffusers=diffusers.__version__,
         device=str(ctx.device),
         device_name=torch.cuda.get_device_name(ctx.device) if ctx.cuda else cpu,
-        precision="bf16 autocast" if ctx.cuda else "float32",
+        precision="bf16 autocast" if ctx.bf16 else "float32",
         channels_last=ctx.channels_last,
+        compile=ctx.compile,
     )
     if ctx.cuda:
         info["cuda"] = torch.version.cuda
@@ -599,6 +653,13 @@ def ratio(s: dict) -> str:
     return f"{s['median']:.2f}× ({s['min']:.2f}–{s['max']:.2f})"
 
 
+LIBRARY_NAMES = {"blas": "torch.mm (BLAS)", "onednn": "oneDNN (1×1 conv)"}
+
+
+def compile_note(compile_: str) -> str:
+    return {"none": "", "ours": ", ours compiled (theirs eager)", "both": ", both compiled"}[compile_]
+
+
 def markdown(results: dict) -> str:
     m, settings = results["machine"], results["settings"]
     load = ", ".join(f"{x:.2f}" for x in m["load_average"]) if m.get("load_average") else "n/a"
@@ -607,7 +668,8 @@ def markdown(results: dict) -> str:
         "",
         (f"Machine: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} logical cores, "
         f"{m['torch_threads']} torch threads; device {m['device']} ({m['device_name']}), {m['precision']}"
-        f"{', channels_last' if m['channels_last'] else ''}; torch {m['torch']}, Python {m['python']}; "
+        f"{', channels_last' if m['channels_last'] else ''}{compile_note(m.get('compile', 'none'))}; "
+        f"torch {m['torch']}, Python {m['python']}; "
         f"load average at start {load}."),
         (f"Median of {settings['repeats']} repetitions after {settings['warmup']} warm-up, ours and theirs "
         "interleaved (order alternating); (min–max) in brackets; ratios are medians of per-repetition ratios"
@@ -615,8 +677,10 @@ def markdown(results: dict) -> str:
         "",
     ]
     ceiling = results["ceiling"]
-    lines.append("**Machine ceiling** (n×n matrix product), GFLOP/s at the start / at the end: " + "; ".join(
-        f"{dtype} n={c['n']}: {spread(c['gflops'])} / {spread(c['gflops_end'])}" for dtype, c in ceiling.items()))
+    lines.append("**Machine ceiling** (n×n matrix product; the faster library is the ceiling), GFLOP/s at the "
+                 "start / at the end: " + "; ".join(
+                     f"{c['dtype']} {LIBRARY_NAMES[c['library']]} n={c['n']}: {spread(c['gflops'])} / "
+                     f"{spread(c['gflops_end'])}" for c in ceiling.values()))
     ceiling_dtype = results["training"][0]["ceiling_dtype"] if results["training"] else "float32"
     lines += ["", ("**Training step** (forward + L_simple + backward + AdamW), images/s; ours/theirs > 1: ours "
                    f"faster; achieved GFLOP/s (counted FLOPs / time) and % of the {ceiling_dtype} ceiling"), "",
@@ -628,12 +692,13 @@ def markdown(results: dict) -> str:
                  spread(r["ours"]["images_per_s"]), spread(r["theirs"]["images_per_s"]), ratio(r["ratio"])]
         cells += [f"{num(r[s]['gflops']['median'])} ({100 * r[s]['fraction_of_ceiling']:.1f}%)" for s in SIDES]
         lines.append("| " + " | ".join(cells) + " |")
+    tolerance = results["sampling"][0]["tolerance"] if results["sampling"] else IMAGES_TOLERANCE
     lines += ["", (f"**Sampling** (DDPMFromScratchPipeline vs DDPMPipeline, same weights, seed and scheduler "
-              f"config), images/s; ours/theirs > 1: ours faster; images must match within {IMAGES_TOLERANCE:g}"), "",
+              f"config), images/s; ours/theirs > 1: ours faster; images must match within {tolerance:g}"), "",
               "| model | batch | steps | ours img/s | theirs img/s | ours/theirs | max abs diff | match |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results["sampling"]:
-        match = "yes" if r["match"] else f"**NO (> {IMAGES_TOLERANCE:g})**"
+        match = "yes" if r["match"] else f"**NO (> {r['tolerance']:g})**"
         lines.append("| " + " | ".join([
             r["label"], str(r["batch"]), str(r["steps"]), spread(r["ours"]["images_per_s"]),
             spread(r["theirs"]["images_per_s"]), ratio(r["ratio"]), f"{r['max_abs_diff']:.2g}", match]) + " |")
@@ -644,7 +709,7 @@ def markdown(results: dict) -> str:
               (f"| {spread(s['ours']['us_per_call'])} | {spread(s['theirs']['us_per_call'])} | "
               f"{ratio(s['speedup'])} | {s['max_abs_diff']:.2g} |")]
     mem = results["memory"]
-    lines += ["", f"**Peak memory**, MiB, {mem['what']}; ours/theirs < 1: ours smaller.", "",
+    lines += ["", f"**Peak memory** (eager float32 models), MiB, {mem['what']}; ours/theirs < 1: ours smaller.", "",
               f"Method: {mem['method']}.", "",
               "| workload | ours MiB | theirs MiB | ours/theirs |", "|---|---:|---:|---:|"]
     for e in mem["entries"]:
@@ -668,12 +733,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"Where the results go (default {DEFAULT_JSON}).")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--channels_last", action="store_true", help="Both models and their inputs in channels_last.")
+    p.add_argument("--compile", choices=["none", "ours", "both"], default="none",
+                   help="Compile our U-Net (ours) or both U-Nets (both) as the scripts' --compile does.")
+    p.add_argument("--mixed_precision", choices=["no", "bf16"], default="no",
+                   help="bf16 autocast on both sides (CPU; CUDA always uses it).")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     p.add_argument("--sample_steps", type=int, default=None, help="Override every sampling run's step count.")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.compile != "none" and args.warmup < 1:
+        p.error("--compile needs --warmup >= 1: the first repetition compiles")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     return args
@@ -683,11 +754,12 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    ctx = Context(torch.device(args.device), args.seed, args.channels_last)
+    ctx = Context(torch.device(args.device), args.seed, args.channels_last, args.compile, args.mixed_precision)
     plan = make_plan(args.quick, ctx.cuda, args.sample_steps)
     results = {"machine": machine_info(ctx), "settings": dict(
         repeats=args.repeats, warmup=args.warmup, quick=args.quick, seed=args.seed, device=args.device,
-        channels_last=args.channels_last, threads=torch.get_num_threads(), plan=json.loads(
+        channels_last=args.channels_last, compile=args.compile, mixed_precision=args.mixed_precision,
+        threads=torch.get_num_threads(), plan=json.loads(
             json.dumps(plan.__dict__, default=lambda o: o.__dict__)))}
 
     def say(what: str) -> None:
@@ -695,7 +767,7 @@ def main(argv=None) -> dict:
 
     # Memory first: on CPU its children are forked before this process computes anything.
     say("peak memory")
-    results["memory"] = measure_memory(plan, ctx)
+    results["memory"] = measure_memory(plan, dataclasses.replace(ctx, compile="none", mixed_precision="no"))
     say("machine ceiling")
     results["ceiling"] = run_ceiling(plan, ctx, args)
     results["training"] = []

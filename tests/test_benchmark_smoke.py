@@ -27,8 +27,10 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     for section in ("ceiling", "training", "sampling", "scheduler_step", "memory"):
         assert results[section], section
 
-    assert results["ceiling"]["float32"]["n"] > 0
-    assert positive(results["ceiling"]["float32"]["gflops"])
+    assert {c["library"] for c in results["ceiling"].values()} == {"blas", "onednn"}  # both matrix products
+    for ceiling in results["ceiling"].values():
+        assert ceiling["n"] > 0 and ceiling["dtype"] == "float32"
+        assert positive(ceiling["gflops"]) and positive(ceiling["gflops_end"])
 
     assert len(results["training"]) == 2
     for run in results["training"]:
