@@ -80,8 +80,6 @@ from ddpm_from_scratch.training import compile_for_training
 
 SIDES = ("ours", "theirs")
 IMAGES_TOLERANCE = 1e-3
-# bf16 keeps 8 significant bits: two pipelines that both round ε_θ to bf16 drift apart by ~1e-2 over a chain.
-IMAGES_TOLERANCE_BF16 = 5e-2
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 MIB = 2**20
 
@@ -352,6 +350,16 @@ def training_flops(model, data, ctx: Context) -> int:
     return int(counter.get_total_flops())
 
 
+def sampling_flops(pipe, batch: int, ctx: Context) -> int:
+    """FLOPs of one denoising step: a U-Net forward on the batch (the scheduler step is element-wise)."""
+    cfg = pipe.unet.config
+    x = torch.zeros((batch, cfg.in_channels, cfg.sample_size, cfg.sample_size), device=ctx.device)
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_mapping()) as counter:
+        with torch.no_grad(), ctx.autocast():
+            pipe.unet(ctx.layout(x), torch.tensor(500, device=ctx.device))
+    return int(counter.get_total_flops())
+
+
 # --------------------------------------------------------------------------------------
 # Peak memory
 # --------------------------------------------------------------------------------------
@@ -528,24 +536,29 @@ def run_training(spec: Spec, ctx: Context, args, ceiling: dict) -> dict:
     return result
 
 
-def run_sampling(spec: Spec, ctx: Context, args) -> dict:
+def run_sampling(spec: Spec, ctx: Context, args, ceiling: dict) -> dict:
     pipes = build_pipelines(spec, ctx)
+    flops = sampling_flops(pipes["ours"], spec.batch, ctx)  # eager: the same FLOPs compiled, and for theirs
     for side in SIDES:
         if ctx.compiled(side):
             compile_for_sampling(pipes[side].unet)
     images = {}
-    tolerance = IMAGES_TOLERANCE_BF16 if ctx.bf16 and not ctx.cuda else IMAGES_TOLERANCE
+    tolerance = IMAGES_TOLERANCE
 
     def fn(side):
         return lambda: images.__setitem__(side, sample(pipes[side], spec.batch, spec.steps, ctx))
 
     seconds = interleaved({side: fn(side) for side in SIDES}, ctx, args.repeats, args.warmup)
+    ceiling_dtype = "bfloat16" if ctx.bf16 else "float32"
+    peak = ceiling_gflops(ceiling, ceiling_dtype)
     result = dict(label=spec.label, preset=spec.preset, overrides=spec.overrides, batch=spec.batch,
-                  steps=spec.steps, tolerance=tolerance)
+                  steps=spec.steps, tolerance=tolerance, flops_per_step=flops, ceiling_dtype=ceiling_dtype)
     for side in SIDES:
-        result[side] = dict(images_per_s=summary([spec.batch / s for s in seconds[side]]))
+        gflops = [flops * spec.steps / s / 1e9 for s in seconds[side]]
+        result[side] = dict(images_per_s=summary([spec.batch / s for s in seconds[side]]), gflops=summary(gflops),
+                            fraction_of_ceiling=statistics.median(gflops) / peak)
     result["ratio"] = paired_ratio([1 / s for s in seconds["ours"]], [1 / s for s in seconds["theirs"]])
-    if ctx.cuda:  # the check in strict float32 (no autocast, no TF32); the bf16 difference for information
+    if ctx.bf16:  # the check in strict float32 (no autocast, no TF32); the bf16 difference for information
         result["max_abs_diff_bf16"] = float(np.abs(images["ours"] - images["theirs"]).max())
         flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -681,7 +694,20 @@ def markdown(results: dict) -> str:
                  "start / at the end: " + "; ".join(
                      f"{c['dtype']} {LIBRARY_NAMES[c['library']]} n={c['n']}: {spread(c['gflops'])} / "
                      f"{spread(c['gflops_end'])}" for c in ceiling.values()))
-    ceiling_dtype = results["training"][0]["ceiling_dtype"] if results["training"] else "float32"
+    if results.get("training"):
+        lines += training_table(results)
+    if results.get("sampling"):
+        lines += sampling_table(results)
+    if results.get("scheduler_step"):
+        lines += scheduler_table(results)
+    if results.get("memory"):
+        lines += memory_table(results)
+    return "\n".join(lines)
+
+
+def training_table(results: dict) -> list:
+    lines = []
+    ceiling_dtype = results["training"][0]["ceiling_dtype"]
     lines += ["", ("**Training step** (forward + L_simple + backward + AdamW), images/s; ours/theirs > 1: ours "
                    f"faster; achieved GFLOP/s (counted FLOPs / time) and % of the {ceiling_dtype} ceiling"), "",
               "| model | input | batch | ours img/s | theirs img/s | ours/theirs | ours GFLOP/s | theirs GFLOP/s |",
@@ -692,36 +718,63 @@ def markdown(results: dict) -> str:
                  spread(r["ours"]["images_per_s"]), spread(r["theirs"]["images_per_s"]), ratio(r["ratio"])]
         cells += [f"{num(r[s]['gflops']['median'])} ({100 * r[s]['fraction_of_ceiling']:.1f}%)" for s in SIDES]
         lines.append("| " + " | ".join(cells) + " |")
-    tolerance = results["sampling"][0]["tolerance"] if results["sampling"] else IMAGES_TOLERANCE
-    lines += ["", (f"**Sampling** (DDPMFromScratchPipeline vs DDPMPipeline, same weights, seed and scheduler "
-              f"config), images/s; ours/theirs > 1: ours faster; images must match within {tolerance:g}"), "",
-              "| model | batch | steps | ours img/s | theirs img/s | ours/theirs | max abs diff | match |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    return lines
+
+
+def sampling_table(results: dict) -> list:
+    tolerance = results["sampling"][0]["tolerance"]
+    lines = ["", (f"**Sampling** (DDPMFromScratchPipeline vs DDPMPipeline, same weights, seed and scheduler "
+              f"config), images/s; ours/theirs > 1: ours faster; images must match within {tolerance:g}; "
+              "achieved GFLOP/s of the U-Net forwards and % of the ceiling"), "",
+              "| model | batch | steps | ours img/s | theirs img/s | ours/theirs | ours GFLOP/s | theirs GFLOP/s "
+              "| max abs diff | match |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results["sampling"]:
         match = "yes" if r["match"] else f"**NO (> {r['tolerance']:g})**"
         lines.append("| " + " | ".join([
             r["label"], str(r["batch"]), str(r["steps"]), spread(r["ours"]["images_per_s"]),
-            spread(r["theirs"]["images_per_s"]), ratio(r["ratio"]), f"{r['max_abs_diff']:.2g}", match]) + " |")
+            spread(r["theirs"]["images_per_s"]), ratio(r["ratio"]),
+            *[f"{num(r[s]['gflops']['median'])} ({100 * r[s]['fraction_of_ceiling']:.1f}%)" for s in SIDES],
+            f"{r['max_abs_diff']:.2g}", match]) + " |")
+    return lines
+
+
+def scheduler_table(results: dict) -> list:
     s = results["scheduler_step"]
-    lines += ["", ("**Scheduler step** (DDPMFromScratchScheduler vs DDPMScheduler, "
+    return ["", ("**Scheduler step** (DDPMFromScratchScheduler vs DDPMScheduler, "
               f"{'×'.join(map(str, s['shape']))} float32, {s['inference_steps']}-step chain), µs per call"), "",
               "| ours µs | theirs µs | speed-up (theirs time / ours) | max abs diff |", "|---:|---:|---:|---:|",
               (f"| {spread(s['ours']['us_per_call'])} | {spread(s['theirs']['us_per_call'])} | "
               f"{ratio(s['speedup'])} | {s['max_abs_diff']:.2g} |")]
+
+
+def memory_table(results: dict) -> list:
     mem = results["memory"]
-    lines += ["", f"**Peak memory** (eager float32 models), MiB, {mem['what']}; ours/theirs < 1: ours smaller.", "",
+    lines = ["", f"**Peak memory** (eager float32 models), MiB, {mem['what']}; ours/theirs < 1: ours smaller.", "",
               f"Method: {mem['method']}.", "",
               "| workload | ours MiB | theirs MiB | ours/theirs |", "|---|---:|---:|---:|"]
     for e in mem["entries"]:
         cells = [e[s].get("delta_mib") if "error" not in e[s] else None for s in SIDES]
         ratio_cell = "—" if e["ratio"] is None else f"{e['ratio']:.2f}"
         lines.append(f"| {e['workload']} | {num(cells[0])} | {num(cells[1])} | {ratio_cell} |")
-    return "\n".join(lines)
+    return lines
 
 
 # --------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------
+
+
+SECTIONS = ("memory", "training", "sampling", "scheduler")
+
+
+def sections_list(text: str) -> list:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"choose from {', '.join(SECTIONS)}")
+    return names
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -737,6 +790,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Compile our U-Net (ours) or both U-Nets (both) as the scripts' --compile does.")
     p.add_argument("--mixed_precision", choices=["no", "bf16"], default="no",
                    help="bf16 autocast on both sides (CPU; CUDA always uses it).")
+    p.add_argument("--sections", type=sections_list, default=list(SECTIONS),
+                   help=f"Comma-separated subset of {','.join(SECTIONS)} (default: all; the ceiling always runs).")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     p.add_argument("--sample_steps", type=int, default=None, help="Override every sampling run's step count.")
     p.add_argument("--seed", type=int, default=0)
@@ -759,6 +814,7 @@ def main(argv=None) -> dict:
     results = {"machine": machine_info(ctx), "settings": dict(
         repeats=args.repeats, warmup=args.warmup, quick=args.quick, seed=args.seed, device=args.device,
         channels_last=args.channels_last, compile=args.compile, mixed_precision=args.mixed_precision,
+        sections=args.sections,
         threads=torch.get_num_threads(), plan=json.loads(
             json.dumps(plan.__dict__, default=lambda o: o.__dict__)))}
 
@@ -766,20 +822,24 @@ def main(argv=None) -> dict:
         print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
 
     # Memory first: on CPU its children are forked before this process computes anything.
-    say("peak memory")
-    results["memory"] = measure_memory(plan, dataclasses.replace(ctx, compile="none", mixed_precision="no"))
+    if "memory" in args.sections:
+        say("peak memory")
+        results["memory"] = measure_memory(plan, dataclasses.replace(ctx, compile="none", mixed_precision="no"))
     say("machine ceiling")
     results["ceiling"] = run_ceiling(plan, ctx, args)
-    results["training"] = []
-    for spec in plan.train:
-        say(f"training {spec.label}, batch {spec.batch}")
-        results["training"].append(run_training(spec, ctx, args, results["ceiling"]))
-    results["sampling"] = []
-    for spec in plan.sample:
-        say(f"sampling {spec.label}, batch {spec.batch}, {spec.steps} steps")
-        results["sampling"].append(run_sampling(spec, ctx, args))
-    say("scheduler step")
-    results["scheduler_step"] = run_scheduler_step(plan, ctx, args)
+    if "training" in args.sections:
+        results["training"] = []
+        for spec in plan.train:
+            say(f"training {spec.label}, batch {spec.batch}")
+            results["training"].append(run_training(spec, ctx, args, results["ceiling"]))
+    if "sampling" in args.sections:
+        results["sampling"] = []
+        for spec in plan.sample:
+            say(f"sampling {spec.label}, batch {spec.batch}, {spec.steps} steps")
+            results["sampling"].append(run_sampling(spec, ctx, args, results["ceiling"]))
+    if "scheduler" in args.sections:
+        say("scheduler step")
+        results["scheduler_step"] = run_scheduler_step(plan, ctx, args)
     say("machine ceiling, again")
     results["ceiling"] = run_ceiling(plan, ctx, args, before=results["ceiling"])
 

@@ -43,7 +43,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert len(results["sampling"]) == 2
     for run in results["sampling"]:
         assert positive(run["ratio"])
-        assert all(positive(run[side]["images_per_s"]) for side in SIDES)
+        assert all(positive(run[side]["images_per_s"]) and positive(run[side]["gflops"]) for side in SIDES)
+        assert run["flops_per_step"] > 0
         assert run["match"] is True and 0 <= run["max_abs_diff"] <= 1e-3
 
     step = results["scheduler_step"]
@@ -61,3 +62,24 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     table = results["table"]
     assert "| digits" in table and "NO (>" not in table
     assert table.strip() in proc.stdout
+
+
+def test_quick_benchmark_runs_the_opt_in_sampling_paths(tmp_path):
+    # Our frozen, compiled U-Net against diffusers' eager one, both timed under bf16 autocast; the images are
+    # then checked in float32 (the compiled U-Net recompiles for it), the bf16 difference kept for information.
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--repeats", "1", "--warmup", "1", "--device", "cpu",
+         "--sections", "sampling", "--compile", "ours", "--mixed_precision", "bf16", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["machine"]["compile"] == "ours" and results["machine"]["precision"] == "bf16 autocast"
+    assert {c["dtype"] for c in results["ceiling"].values()} == {"float32", "bfloat16"}
+    assert "training" not in results and "memory" not in results
+    for run in results["sampling"]:
+        assert run["ceiling_dtype"] == "bfloat16" and positive(run["ratio"])
+        assert run["match"] is True and run["max_abs_diff"] <= 1e-3
+        assert run["max_abs_diff_bf16"] > run["max_abs_diff"]  # bf16 really was on
+    assert "ours compiled (theirs eager)" in results["table"]
