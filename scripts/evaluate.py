@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ddpm_from_scratch.evaluation import evaluate_folder
+from ddpm_from_scratch.fast_sampling import MIXED_PRECISION
 from ddpm_from_scratch.samplers import SAMPLERS
 
 
@@ -27,6 +28,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=300)
     p.add_argument("--output_json", help="Default: PIPELINE/evaluation.json for a folder, ./evaluation.json otherwise.")
     p.add_argument("--update_model_card", action="store_true", help="Write the numbers into PIPELINE/README.md.")
+    p.add_argument("--compile", action="store_true",
+                   help="Draw the samples with the U-Net compiled, weights frozen (scripts/sample.py --compile).")
+    p.add_argument("--mixed_precision", choices=list(MIXED_PRECISION), default="no",
+                   help="Draw the samples under bf16/fp16 autocast; the bound stays float32.")
     p.add_argument("--quiet", action="store_true", help="No progress bars.")
     args = p.parse_args(argv)
     for name in ("num_bound_images", "num_samples", "num_inference_steps", "batch_size"):
@@ -46,7 +51,8 @@ def main(argv=None) -> dict:
         args.pipeline, update_card=args.update_model_card, output_json=args.output_json,
         data_dir=args.data_dir, num_bound_images=args.num_bound_images, num_samples=args.num_samples,
         sampler=args.scheduler, num_inference_steps=args.num_inference_steps, seed=args.seed,
-        batch_size=args.batch_size, progress=not args.quiet,
+        batch_size=args.batch_size, progress=not args.quiet, compile_sampling=args.compile,
+        mixed_precision=args.mixed_precision,
     )
 
 

@@ -39,6 +39,25 @@ def test_digit_models_get_classifier_fid_kid_and_a_class_histogram_never_called_
     assert quality["classifier_fid"] > 0 and "fid" not in quality
 
 
+def test_bf16_sampling_is_recorded_and_leaves_the_bound_in_float32():
+    plain = evaluate_pipeline(tiny_pipeline(), **FAST)
+    fast = evaluate_pipeline(tiny_pipeline(), **FAST, mixed_precision="bf16")
+    assert fast["bound"] == plain["bound"]
+    assert fast["sample_quality"]["mixed_precision"] == "bf16" and plain["sample_quality"]["mixed_precision"] == "no"
+    assert fast["sample_quality"]["classifier_fid"] != plain["sample_quality"]["classifier_fid"]  # bf16 was on
+    assert "bf16 autocast" in format_results(fast)
+
+
+def test_compiled_sampling_gives_the_eager_sample_quality():
+    plain = evaluate_pipeline(tiny_pipeline(), **FAST)
+    fast = evaluate_pipeline(tiny_pipeline(), **FAST, compile_sampling=True)
+    assert fast["bound"] == plain["bound"]
+    assert fast["sample_quality"]["compiled"] is True
+    # Samples equal to ~1e-5: the feature statistics, and the distance between them, barely move.
+    assert fast["sample_quality"]["classifier_fid"] == pytest.approx(plain["sample_quality"]["classifier_fid"],
+                                                                     rel=1e-3)
+
+
 def test_reference_rows_come_with_the_same_number_of_images_floor_below_ceiling():
     rows = {row["name"]: row for row in evaluate_pipeline(tiny_pipeline(), **FAST)["reference_rows"]}
     assert rows["train digits"]["classifier_fid"] < rows["gaussian noise"]["classifier_fid"]
