@@ -35,8 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Run the U-Net in channels-last memory format: faster convolutions on many machines "
                         "(1.14× for the CIFAR-10 network on a 2-core CPU), same images to ~1e-5.")
     p.add_argument("--compile", action="store_true",
-                   help="Compile the U-Net with TorchInductor, weights frozen (1.3-1.55× per step on a 2-core CPU "
-                        "after a compilation of tens of seconds); same images to ~1e-5.")
+                   help="Compile the U-Net with TorchInductor, weights frozen (on a 2-core CPU 1.27× per step for "
+                        "the digits network, ~1.0× for CIFAR-10, after tens of seconds of compiling); same images "
+                        "to ~1e-5.")
     p.add_argument("--mixed_precision", choices=list(MIXED_PRECISION), default="no",
                    help="Run the U-Net under bf16/fp16 autocast (1.35-1.8× on a CPU with AVX512-BF16); "
                         "images within a few 8-bit levels of float32's.")

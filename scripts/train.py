@@ -98,8 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="Train in channels-last memory format (faster convolutions on many GPUs and some CPUs).")
     opt.add_argument("--compile", action="store_true",
                      help="Compile the U-Net with TorchInductor (torch.compile): fused element-wise kernels, the "
-                          "same function, other (still seeded) dropout masks. Pays off on GPUs; on a 2-core CPU it "
-                          "measured no faster.")
+                          "same function, other (still seeded) dropout masks. Expected to pay off on GPUs (not measured); "
+                          "on a 2-core CPU it measured no faster.")
     opt.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
                      help="Defaults to accelerate's config / launch flag.")
     opt.add_argument("--no_ema", dest="use_ema", action="store_false", help="Save the raw weights instead of an EMA.")

@@ -48,20 +48,13 @@ def test_a_non_positive_image_count_is_refused(tmp_path, pipeline_dir):
         load_script("sample").main([str(pipeline_dir), "--num_images", "0"])
 
 
-def test_channels_last_gives_the_same_images(tmp_path, pipeline_dir):
+@pytest.mark.parametrize("fast_path", ["--channels_last", "--compile"])
+def test_exact_fast_paths_give_the_same_images(tmp_path, pipeline_dir, fast_path):
     script = load_script("sample")
     common = [str(pipeline_dir), "--num_images", "2", "--num_inference_steps", "5", "--output", str(tmp_path / "g.png")]
     plain = script.main(common)
-    fast = script.main(common + ["--channels_last"])
+    fast = script.main(common + [fast_path])
     # PIL images are 8-bit: equal up to one level where a value sits on a rounding edge.
-    assert all(np.abs(np.asarray(a, int) - np.asarray(b, int)).max() <= 1 for a, b in zip(plain, fast))
-
-
-def test_compile_gives_the_same_images(tmp_path, pipeline_dir):
-    script = load_script("sample")
-    common = [str(pipeline_dir), "--num_images", "2", "--num_inference_steps", "5", "--output", str(tmp_path / "g.png")]
-    plain = script.main(common)
-    fast = script.main(common + ["--compile"])
     assert all(np.abs(np.asarray(a, int) - np.asarray(b, int)).max() <= 1 for a, b in zip(plain, fast))
 
 

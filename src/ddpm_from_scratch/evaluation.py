@@ -17,10 +17,10 @@ import torch
 
 from .data import build_transform, load_image_dataset
 from .digit_classifier import load_digits_tensors
+from .fast_sampling import compile_for_sampling, sampling_autocast
 from .hub import update_model_card
 from .metrics import digit_sample_quality, reference_rows
 from .pipeline_ddpm import DDPMFromScratchPipeline
-from .fast_sampling import compile_for_sampling, sampling_autocast
 from .samplers import DEFAULT_STEPS, generate
 
 DIGITS_HELD_OUT = "UCI digits, held-out split (scikit-learn)"
