@@ -35,6 +35,8 @@ import torch
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
+from .scheduling_ddpm import learned_range_log_variance
+
 if TYPE_CHECKING:  # for the annotations only: any scheduler with these named methods will do
     from .scheduling_ddpm import DDPMFromScratchScheduler, ModelMeanVariance
 
@@ -206,8 +208,7 @@ def decoder_log_variance(
             )
         # β_0 = 1 − ᾱ_0: the scheduler's log β at timestep 0, with the same float operations.
         log_beta_0 = torch.log(1 - scheduler.alpha_bar(0, like=like))
-        frac = (predicted_variance.to(log_beta_0.dtype) + 1) / 2
-        return frac * log_beta_0 + (1 - frac) * log_tilde_beta_1
+        return learned_range_log_variance(predicted_variance.to(log_beta_0.dtype), log_tilde_beta_1, log_beta_0)
     raise ValueError(f"variational_bound supports variance_type in {SUPPORTED_VARIANCE_TYPES}, got {variance_type!r}")
 
 

@@ -164,6 +164,20 @@ def _fixed_std(coefficients: dict[str, torch.Tensor], variance_type: str) -> tor
     return torch.full_like(coefficients["betas"], float("nan"))
 
 
+def learned_range_log_variance(
+    predicted_variance: torch.Tensor, min_log: torch.Tensor | float, max_log: torch.Tensor | float
+) -> torch.Tensor:
+    """log σ_t² = f · log β'_t + (1 − f) · log β̃_t with f = (v + 1)/2 (Nichol & Dhariwal 2021, eq. 15).
+
+    ``predicted_variance`` is the network's v (nominally in [−1, 1]: v = −1 gives the posterior
+    variance β̃_t, v = +1 gives β'_t); ``min_log`` = log max(β̃_t, 1e-20) and ``max_log`` = log β'_t of
+    the step t → t' being taken, so on a respaced chain both ends are the shorter chain's. The one
+    place this interpolation is written: `step`, `model_log_variance` and the bound's decoder use it.
+    """
+    frac = (predicted_variance + 1) / 2
+    return frac * max_log + (1 - frac) * min_log
+
+
 def _as_index(timesteps: Timesteps, device: torch.device) -> torch.Tensor:
     if isinstance(timesteps, torch.Tensor):
         return timesteps.to(device=device, dtype=torch.long)
@@ -800,8 +814,7 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
         like = v if like is None else like
         min_log = self._coefficient("posterior_log_variance", timesteps, prev_timesteps, like)
         max_log = self._coefficient("log_betas", timesteps, prev_timesteps, like)
-        frac = (v.to(min_log.dtype) + 1) / 2
-        return (frac * max_log + (1 - frac) * min_log).to(v.dtype)
+        return learned_range_log_variance(v.to(min_log.dtype), min_log, max_log).to(v.dtype)
 
     def model_variance(
         self,
@@ -922,8 +935,8 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
             if variance_type == "learned":
                 noise = self._require_predicted_variance(predicted_variance) ** 0.5 * noise
             elif variance_type == "learned_range":
-                frac = (self._require_predicted_variance(predicted_variance) + 1) / 2
-                noise = torch.exp(0.5 * (frac * max_log + (1 - frac) * min_log)) * noise
+                v = self._require_predicted_variance(predicted_variance)
+                noise = torch.exp(0.5 * learned_range_log_variance(v, min_log, max_log)) * noise
             else:
                 noise = noise.mul_(std)
             # Both are fresh tensors of ours: in place saves an allocation, same bits.
