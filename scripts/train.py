@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a DDPM with L_simple: `accelerate launch scripts/train.py [options]`.
+"""Train a DDPM with L_simple, L_hybrid or L_vlb: `accelerate launch scripts/train.py [options]`.
 
 With no options it trains the `digits` preset on the 8×8 UCI digits that ship with
 scikit-learn and writes a loadable pipeline, sample grids and a model card to
@@ -39,19 +39,33 @@ from ddpm_from_scratch.training import (
     EMA_FOLDER,
     all_finite,
     compile_for_training,
-    l_simple_loss,
+    batch_loss,
+    check_model_for_loss,
     read_training_state,
     remove_stale_temporaries,
     resolve_resume_checkpoint,
     save_checkpoint,
     step_seed,
+    variance_type_for_loss,
 )
+from ddpm_from_scratch.losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
+from ddpm_from_scratch.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
 from ddpm_from_scratch.unet import PRESETS
 
 logger = logging.getLogger("train")
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 GRID_SEED = 1234
 GRID_MIN_WIDTH = 512
+LOSS_DESCRIPTIONS = {
+    "simple": "L_simple (Ho et al. 2020)",
+    "hybrid": "L_hybrid = L_simple + {vlb_weight}·L_vlb (Nichol & Dhariwal 2021)",
+    "vlb": "L_vlb, the variational bound (Nichol & Dhariwal 2021)",
+}
+VARIANCE_DESCRIPTIONS = {
+    "fixed_small": "fixed, β̃_t (the posterior variance)",
+    "fixed_large": "fixed, β_t",
+    "learned_range": "learned: log σ_t² = f·log β_t + (1 − f)·log β̃_t, f = (v + 1)/2 from the network",
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,6 +88,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--num_train_timesteps", type=int, default=1000)
     model.add_argument("--beta_schedule", default="linear")
     model.add_argument("--prediction_type", default="epsilon")
+    model.add_argument("--loss", choices=LOSS_TYPES, default="simple",
+                       help="simple: L_simple, fixed variance (Ho et al.). hybrid: L_simple + λ·L_vlb, the network also "
+                            "learns its variance (2×channels output, learned_range scheduler; Nichol & Dhariwal). "
+                            "vlb: the bound alone, mean and variance.")
+    model.add_argument("--vlb_weight", type=float, default=DEFAULT_VLB_WEIGHT,
+                       help="λ of --loss hybrid (L_vlb = T·L_t is in bits/dim).")
+    model.add_argument("--timestep_sampler", choices=TIMESTEP_SAMPLERS, default="uniform",
+                       help="loss-aware: p(t) ∝ √E[L_t²] over the last 10 losses of each t, with importance weights "
+                            "(Nichol & Dhariwal's resampler; meant for --loss vlb).")
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--output_dir", default="ddpm-digits")
@@ -144,6 +167,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise SystemExit(f"error: --{name} must be a positive integer, got {value}.")
     if args.push_to_hub and not args.hub_model_id:
         raise SystemExit("error: --push_to_hub needs --hub_model_id (e.g. your-name/ddpm-digits).")
+    if not args.vlb_weight > 0:
+        raise SystemExit(f"error: --vlb_weight must be positive, got {args.vlb_weight}.")
     if args.learning_rate <= 0:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
     if args.max_train_steps is None and args.num_epochs is None:
@@ -157,27 +182,38 @@ def cpu_threads_per_process() -> int:
 
 
 def build_unet(args: argparse.Namespace) -> DDPMFromScratchUNet:
+    """The network to train: pretrained weights as they are, or a fresh preset/config (widened to 2×C outputs
+    for a loss that learns the variance)."""
     if args.pretrained_model_name_or_path:
         source = Path(args.pretrained_model_name_or_path)
         subfolder = "unet" if (source / "unet").is_dir() or not source.exists() else None
         return DDPMFromScratchUNet.from_pretrained(args.pretrained_model_name_or_path, subfolder=subfolder)
     if args.model_config in PRESETS:
-        return DDPMFromScratchUNet.from_preset(args.model_config)
-    config_path = Path(args.model_config)
-    if not config_path.is_file():
-        raise SystemExit(
-            f"error: --model_config {args.model_config!r} is neither a preset ({', '.join(PRESETS)}) nor a file."
-        )
-    return DDPMFromScratchUNet.from_config(json.loads(config_path.read_text()))
+        config = dict(PRESETS[args.model_config])
+    else:
+        config_path = Path(args.model_config)
+        if not config_path.is_file():
+            raise SystemExit(
+                f"error: --model_config {args.model_config!r} is neither a preset ({', '.join(PRESETS)}) nor a file."
+            )
+        config = json.loads(config_path.read_text())
+    if variance_type_for_loss(args.loss) is not None:
+        config["out_channels"] = 2 * config.get("in_channels", 3)
+    return DDPMFromScratchUNet.from_config(config)
 
 
 def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
+    overrides = {}
+    if variance_type_for_loss(args.loss) is not None:
+        overrides["variance_type"] = variance_type_for_loss(args.loss)
     if args.pretrained_model_name_or_path and (Path(args.pretrained_model_name_or_path) / "scheduler").is_dir():
-        return DDPMFromScratchScheduler.from_pretrained(args.pretrained_model_name_or_path, subfolder="scheduler")
+        return DDPMFromScratchScheduler.from_pretrained(args.pretrained_model_name_or_path, subfolder="scheduler",
+                                                        **overrides)
     return DDPMFromScratchScheduler(
         num_train_timesteps=args.num_train_timesteps,
         beta_schedule=args.beta_schedule,
         prediction_type=args.prediction_type,
+        **overrides,
     )
 
 
@@ -223,6 +259,8 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)  # the initial weights: every rank builds the same model from --seed
     unet = build_unet(args)
     noise_scheduler = build_noise_scheduler(args)
+    check_model_for_loss(unet, noise_scheduler, args.loss)
+    timestep_sampler = create_timestep_sampler(args.timestep_sampler, noise_scheduler.config.num_train_timesteps)
     resolution = args.resolution or unet.config.sample_size
     check_resolution(resolution, len(unet.config.channel_multipliers) - 1)
     dataset = load_image_dataset(
@@ -286,6 +324,8 @@ def main(argv=None) -> dict:
         state = read_training_state(resume_from)
         global_step = state["global_step"]
         lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if "timestep_sampler" in state:
+            timestep_sampler.load_state_dict(state["timestep_sampler"])
         if ema is not None:
             loaded = EMAModel.from_pretrained(str(resume_from / EMA_FOLDER), model_cls=DDPMFromScratchUNet)
             ema.load_state_dict(loaded.state_dict())
@@ -316,7 +356,8 @@ def main(argv=None) -> dict:
     def write_checkpoint():
         if not all_finite(unwrapped):
             raise FloatingPointError(f"non-finite weights at step {global_step}; no checkpoint written.")
-        state = {"global_step": global_step, "lr_scheduler": lr_scheduler.state_dict()}
+        state = {"global_step": global_step, "lr_scheduler": lr_scheduler.state_dict(),
+                 "timestep_sampler": timestep_sampler.state_dict()}
         path = save_checkpoint(accelerator, output_dir, global_step, ema, args.checkpoints_total_limit,
                                extra_state=state)
         logger.info("Saved %s", path)
@@ -346,7 +387,9 @@ def main(argv=None) -> dict:
                 clean = torch.where(flip.view(-1, 1, 1, 1).to(clean.device), clean.flip(-1), clean)
             with accelerator.accumulate(unet):
                 with accelerator.autocast():
-                    loss = l_simple_loss(unet, noise_scheduler, clean, generator)
+                    scored = batch_loss(unet, noise_scheduler, clean, generator, args.loss, args.vlb_weight,
+                                        timestep_sampler)
+                loss = scored.loss
                 # Every rank sees every rank's loss, so all stop together on a non-finite one.
                 losses = accelerator.gather(loss.detach().reshape(1))
                 if not torch.isfinite(losses).all():
@@ -354,6 +397,10 @@ def main(argv=None) -> dict:
                         f"non-finite loss {losses.tolist()} at step {global_step + 1}: stopping without writing "
                         f"a checkpoint. Lower --learning_rate or use --mixed_precision bf16/no."
                     )
+                if args.timestep_sampler != "uniform":
+                    # Every rank records every rank's losses in rank order: the histories stay identical.
+                    timestep_sampler.update(accelerator.gather(scored.timesteps),
+                                            accelerator.gather(scored.per_sample))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
@@ -371,6 +418,7 @@ def main(argv=None) -> dict:
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
             logs = {"loss": loss_value, "lr": lr}
+            logs.update({name: values.mean().item() for name, values in scored.terms.items()})
             if ema is not None:
                 logs["ema_decay"] = ema.cur_decay_value
             accelerator.log(logs, step=global_step)
@@ -416,6 +464,11 @@ def main(argv=None) -> dict:
             "sample_grid": grid_path.relative_to(output_dir).as_posix(),
             "num_train_timesteps": noise_scheduler.config.num_train_timesteps,
             "beta_schedule": noise_scheduler.config.beta_schedule,
+            "predicts": "the noise ε and its variance" if variance_type_for_loss(args.loss) else "the noise ε",
+            "loss": LOSS_DESCRIPTIONS[args.loss].format(vlb_weight=args.vlb_weight),
+            "variance": VARIANCE_DESCRIPTIONS.get(noise_scheduler.config.variance_type,
+                                                  noise_scheduler.config.variance_type),
+            "timestep_sampler": args.timestep_sampler,
             "repo_id": args.hub_model_id or output_dir.name,
         }
         (output_dir / "README.md").write_text(render_model_card(MODEL_CARD_TEMPLATE.read_text(), facts))
@@ -440,6 +493,7 @@ def main(argv=None) -> dict:
         "global_step": global_step,
         "final_loss": loss_value,
         "weights_sha256": weights_digest(unwrapped),
+        "timestep_sampler_sha256": hashlib.sha256(json.dumps(timestep_sampler.state_dict()).encode()).hexdigest(),
         "images_seen": images_seen,
         "pixel_sum": pixel_sum.item(),
     }

@@ -1,4 +1,4 @@
-"""The pieces `scripts/train.py` puts together: the loss, per-step seeding and crash-safe checkpoints.
+"""The pieces `scripts/train.py` puts together: the batch loss, per-step seeding and crash-safe checkpoints.
 
 Checkpoints are folders ``checkpoint-N`` (N = optimiser steps taken) under the output
 folder. Each is written as ``.checkpoint-N.tmp`` and renamed into place only when
@@ -11,10 +11,13 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+from .losses import DEFAULT_VLB_WEIGHT, LEARNED_VARIANCE_TYPES, training_losses
+from .timestep_sampling import UniformSampler
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRAINING_STATE_NAME = "training_state.json"
@@ -67,23 +70,96 @@ def training_target(scheduler, clean_images: torch.Tensor, noise: torch.Tensor, 
     raise ValueError(f"Unknown prediction_type {prediction_type!r}.")
 
 
-def l_simple_loss(model, scheduler, clean_images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    r"""L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖², t uniform over all training timesteps.
+@dataclass
+class BatchLoss:
+    """One micro-batch's loss: what to back-propagate, and what the timestep sampler learns from.
 
-    The forward process runs in float32 whatever the model's precision (in half
-    precision 1 − ᾱ_t rounds at small t and the noise vanishes); the squared error
-    is taken in float32 too.
+    Attributes:
+        loss: the scalar to minimise, mean over the batch of importance weight × per-sample loss.
+        timesteps: ``(B,)`` the timesteps drawn.
+        per_sample: ``(B,)`` the unweighted per-sample losses (detached), for the sampler's history.
+        terms: the per-sample parts (``"mse"``, ``"vlb"``) of :func:`losses.training_losses`, detached.
+    """
+
+    loss: torch.Tensor
+    timesteps: torch.Tensor
+    per_sample: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+def batch_loss(
+    model,
+    scheduler,
+    clean_images: torch.Tensor,
+    generator: torch.Generator,
+    loss_type: str = "simple",
+    vlb_weight: float = DEFAULT_VLB_WEIGHT,
+    timestep_sampler: UniformSampler | None = None,
+) -> BatchLoss:
+    r"""Draw (t, ε), noise the batch and score the model: E_t[w_t · loss_t(x_0, ε)] over the batch.
+
+    t comes from ``timestep_sampler`` (uniform by default) with importance weights w_t = 1/(T p(t)),
+    then ε ~ N(0, I), x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, and the per-sample loss of ``loss_type``
+    (:func:`losses.training_losses`: ``simple`` = L_simple, ``hybrid`` = L_simple + λ·L_vlb with the
+    mean stopped in L_vlb, ``vlb`` = L_vlb). Every draw goes through ``generator``, timesteps first.
+    The forward process runs in float32 whatever the model's precision (in half precision
+    1 − ᾱ_t rounds at small t and the noise vanishes), and so do the losses.
     """
     clean_images = clean_images.float()
     batch_size = clean_images.shape[0]
-    timesteps = torch.randint(
-        0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator, device=generator.device
-    ).to(clean_images.device)
+    sampler = timestep_sampler or UniformSampler(scheduler.config.num_train_timesteps)
+    timesteps, weights = sampler.sample(batch_size, generator)
+    timesteps, weights = timesteps.to(clean_images.device), weights.to(clean_images.device)
     noise = torch.randn(clean_images.shape, generator=generator, device=generator.device).to(clean_images.device)
     noisy_images = scheduler.add_noise(clean_images, noise, timesteps)
-    prediction = model(noisy_images, timesteps).sample
+    model_output = model(noisy_images, timesteps).sample.float()
     target = training_target(scheduler, clean_images, noise, timesteps)
-    return F.mse_loss(prediction.float(), target.float())
+    terms = training_losses(loss_type, scheduler, model_output, target, noisy_images, clean_images, timesteps,
+                            vlb_weight)
+    per_sample = terms.pop("loss")
+    loss = (weights * per_sample).mean().float()
+    return BatchLoss(loss, timesteps, per_sample.detach(), {k: v.detach() for k, v in terms.items()})
+
+
+def l_simple_loss(model, scheduler, clean_images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    r"""L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖², t uniform over all training timesteps."""
+    return batch_loss(model, scheduler, clean_images, generator).loss
+
+
+# ----------------------------------------------------------------------------- model and scheduler for a loss
+
+
+def variance_type_for_loss(loss_type: str) -> str | None:
+    """The scheduler variance a loss trains for: ``learned_range`` for hybrid/vlb, None (keep) for simple."""
+    return None if loss_type == "simple" else "learned_range"
+
+
+def check_model_for_loss(unet, scheduler, loss_type: str) -> None:
+    """Refuse a network/scheduler pair that ``loss_type`` cannot train, naming what is wrong.
+
+    hybrid/vlb need 2·C output channels (ε and v) and a ``learned_range`` scheduler; simple needs C
+    output channels (it would leave a variance head untrained) and a fixed variance.
+    """
+    channels, outputs = unet.config.in_channels, unet.config.out_channels
+    variance_type = scheduler.config.variance_type
+    if loss_type == "simple":
+        if outputs != channels or variance_type in LEARNED_VARIANCE_TYPES:
+            raise ValueError(
+                f"--loss simple trains ε only, but the U-Net has out_channels={outputs} for in_channels={channels}"
+                f" and the scheduler variance_type={variance_type!r}: use --loss hybrid or --loss vlb to train a"
+                " learned variance"
+            )
+        return
+    if outputs != 2 * channels:
+        raise ValueError(
+            f"--loss {loss_type} learns the variance and needs a U-Net with out_channels = 2 × in_channels ="
+            f" {2 * channels} (ε and v), but this one has out_channels={outputs}; start from a preset or config"
+            " (it is widened for you) rather than a pretrained ε-only network"
+        )
+    if variance_type != "learned_range":
+        raise ValueError(
+            f"--loss {loss_type} needs a scheduler with variance_type='learned_range', got {variance_type!r}"
+        )
 
 
 def all_finite(module: torch.nn.Module) -> bool:
