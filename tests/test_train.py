@@ -310,3 +310,91 @@ def test_the_same_seed_starts_from_the_same_weights(tmp_path, tiny_config):
     launch(train_args(tmp_path / "a", tiny_config, *common), report_dir=tmp_path / "r1")
     launch(train_args(tmp_path / "b", tiny_config, *common), report_dir=tmp_path / "r2")
     assert reports(tmp_path / "r1")[0]["weights_sha256"] == reports(tmp_path / "r2")[0]["weights_sha256"]
+
+
+# ---- a learned variance: --loss hybrid / vlb, --timestep_sampler loss-aware -----------------------------
+
+
+def test_loss_hybrid_trains_a_learned_range_pipeline_that_samples(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    launch(train_args(out, tiny_config, "--max_train_steps", 2, "--checkpointing_steps", 2, "--loss", "hybrid",
+                      "--save_images_steps", 1000, "--logger", "none", "--no_evaluate"),
+           report_dir=tmp_path / "reports")
+    pipe = DDPMFromScratchPipeline.from_pretrained(out)
+    assert pipe.unet.config.out_channels == 2 * pipe.unet.config.in_channels
+    assert pipe.scheduler.config.variance_type == "learned_range"
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(batch_size=2, num_inference_steps=3, output_type="np").images.shape == (2, 8, 8, 1)
+    card = (out / "README.md").read_text()
+    assert "L_hybrid = L_simple + 0.001·L_vlb" in card and "learned: log σ_t²" in card
+
+
+@pytest.mark.parametrize(("loss", "sampler"), [("hybrid", "uniform"), ("vlb", "loss-aware")])
+def test_a_resumed_learned_variance_run_ends_with_the_same_weights_as_an_uninterrupted_one(
+    tmp_path, tiny_config, loss, sampler
+):
+    # T = 10: the loss-aware sampler has a full history (10 losses per timestep) long before step 20, so the
+    # resumed run must restore it to draw the same timesteps.
+    steps = ["--max_train_steps", 24, "--checkpointing_steps", 20, "--save_images_steps", 1000, "--no_evaluate",
+             "--logger", "none", "--loss", loss, "--timestep_sampler", sampler, "--num_train_timesteps", 10]
+    whole = tmp_path / "whole"
+    launch(train_args(whole, tiny_config, *steps), report_dir=tmp_path / "r1")
+    state = json.loads((whole / "checkpoint-20" / "training_state.json").read_text())
+    if sampler == "loss-aware":
+        assert state["timestep_sampler"]["counts"] == [10] * 10
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-20", resumed / "checkpoint-20")
+    launch(train_args(resumed, tiny_config, *steps, "--resume_from_checkpoint", "latest"), report_dir=tmp_path / "r2")
+    first, second = reports(tmp_path / "r1")[0], reports(tmp_path / "r2")[0]
+    assert first["weights_sha256"] == second["weights_sha256"]
+    assert first["timestep_sampler_sha256"] == second["timestep_sampler_sha256"]
+
+
+def test_two_processes_keep_the_same_loss_history_on_every_rank(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    launch(train_args(out, tiny_config, "--max_train_steps", 6, "--save_images_steps", 1000, "--no_evaluate",
+                      "--checkpointing_steps", 6, "--train_batch_size", 16, "--loss", "vlb", "--timestep_sampler",
+                      "loss-aware", "--num_train_timesteps", 10, "--logger", "none"),
+           num_processes=2, report_dir=tmp_path / "reports")
+    rank0, rank1 = reports(tmp_path / "reports")
+    assert rank0["timestep_sampler_sha256"] == rank1["timestep_sampler_sha256"]
+    state = json.loads((out / "checkpoint-6" / "training_state.json").read_text())["timestep_sampler"]
+    assert min(state["counts"]) > 0  # 192 losses from both ranks recorded over the 10 timesteps
+    assert rank0["weights_sha256"] == rank1["weights_sha256"]
+
+
+def test_loss_hybrid_refuses_a_pretrained_epsilon_only_unet(tmp_path):
+    DDPMFromScratchUNet.from_config(TINY_UNET).save_pretrained(tmp_path / "eps_only")
+    with pytest.raises(ValueError, match="--loss hybrid .*out_channels=1"):
+        run_main("--loss", "hybrid", "--pretrained_model_name_or_path", tmp_path / "eps_only",
+                 "--output_dir", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [0, -0.5])
+def test_a_non_positive_vlb_weight_is_refused_by_name(tmp_path, value):
+    with pytest.raises(SystemExit, match=f"--vlb_weight must be positive, got {value}"):
+        run_main("--loss", "hybrid", "--vlb_weight", value, "--output_dir", tmp_path / "out")
+
+
+def test_an_unknown_timestep_sampler_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main("--timestep_sampler", "importance", "--output_dir", tmp_path / "out")
+    assert exit_info.value.code == 2
+    assert "--timestep_sampler: invalid choice: 'importance'" in capsys.readouterr().err
+
+
+def test_a_non_finite_vlb_stops_training_without_writing_a_checkpoint(tmp_path, tiny_config):
+    blown_up = DDPMFromScratchUNet.from_config({**TINY_UNET, "out_channels": 2})
+    with torch.no_grad():
+        for p in blown_up.parameters():
+            p.fill_(1e30)
+    blown_up.save_pretrained(tmp_path / "blown_up")
+    out = tmp_path / "run"
+    result = launch(train_args(out, tiny_config, "--pretrained_model_name_or_path", tmp_path / "blown_up",
+                               "--loss", "vlb", "--max_train_steps", 3, "--checkpointing_steps", 1),
+                    script=TRAIN, check=False)
+    assert result.returncode != 0
+    assert "non-finite loss" in result.stderr
+    assert not list(out.glob("checkpoint-*"))
