@@ -49,6 +49,7 @@ from ddpm_from_scratch.training import (
     variance_type_for_loss,
 )
 from ddpm_from_scratch.losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
+from ddpm_from_scratch.samplers import DEFAULT_STEPS, SAMPLERS, scheduler_for
 from ddpm_from_scratch.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
 from ddpm_from_scratch.unet import PRESETS
 
@@ -136,7 +137,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--resume_from_checkpoint", help="`latest` or a checkpoint folder.")
     out.add_argument("--save_images_steps", type=int, default=1000)
     out.add_argument("--num_grid_images", type=int, default=64)
-    out.add_argument("--num_inference_steps", type=int, default=1000, help="Sampling steps for the grids.")
+    out.add_argument("--sampler", choices=list(SAMPLERS), default="ddpm",
+                     help="The sampler of the grids and of the end-of-run evaluation.")
+    out.add_argument("--num_inference_steps", type=int, default=None,
+                     help="Sampling steps for the grids and the evaluation; default: the sampler's usual count "
+                          f"({', '.join(f'{k} {v}' for k, v in DEFAULT_STEPS.items())}).")
     out.add_argument("--logger", choices=["tensorboard", "none"], default="tensorboard")
     hub = p.add_argument_group("the Hub (the token comes from --hub_token, HF_TOKEN or `hf auth login`)")
     hub.add_argument("--push_to_hub", action="store_true",
@@ -171,6 +176,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --vlb_weight must be positive, got {args.vlb_weight}.")
     if args.learning_rate <= 0:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
+    if args.num_inference_steps is None:
+        args.num_inference_steps = DEFAULT_STEPS[args.sampler]
     if args.max_train_steps is None and args.num_epochs is None:
         args.max_train_steps = 2000
 
@@ -234,9 +241,9 @@ class EpochPermutationSampler(torch.utils.data.Sampler):
         return self.num_samples
 
 
-def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int):
+def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int, sampler: str = "ddpm"):
     """A grid of samples with a fixed seed, so grids from different steps are comparable."""
-    pipeline = DDPMFromScratchPipeline(unet=unet, scheduler=noise_scheduler)
+    pipeline = DDPMFromScratchPipeline(unet=unet, scheduler=scheduler_for(sampler, noise_scheduler.config))
     pipeline.set_progress_bar_config(disable=True)
     was_training = unet.training
     unet.eval()  # no dropout while sampling
@@ -429,7 +436,7 @@ def main(argv=None) -> dict:
                 global_step % args.save_images_steps == 0 or global_step == max_train_steps
             ):
                 grid, images = sample_grid(ema_unet(), noise_scheduler, args.num_grid_images,
-                                           args.num_inference_steps)
+                                           args.num_inference_steps, args.sampler)
                 grid.save(output_dir / "samples" / f"step-{global_step}.png")
                 if args.logger == "tensorboard":
                     tracker = accelerator.get_tracker("tensorboard", unwrap=True)
@@ -476,7 +483,7 @@ def main(argv=None) -> dict:
             evaluate_folder(
                 str(output_dir), update_card=True, data_dir=args.train_data_dir,
                 num_bound_images=args.eval_num_bound_images, num_samples=args.eval_num_samples,
-                num_inference_steps=args.num_inference_steps, seed=args.seed, progress=False,
+                sampler=args.sampler, num_inference_steps=args.num_inference_steps, seed=args.seed, progress=False,
             )
         if args.push_to_hub:
             commit = push_pipeline_folder(output_dir, args.hub_model_id, token=args.hub_token,

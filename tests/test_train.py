@@ -398,3 +398,15 @@ def test_a_non_finite_vlb_stops_training_without_writing_a_checkpoint(tmp_path, 
     assert result.returncode != 0
     assert "non-finite loss" in result.stderr
     assert not list(out.glob("checkpoint-*"))
+
+
+def test_the_grids_and_the_evaluation_use_the_chosen_sampler_and_its_usual_steps(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    args = train_args(out, tiny_config, "--max_train_steps", 2, "--checkpointing_steps", 2, "--logger", "none",
+                      "--sampler", "ddim")
+    at = args.index("--num_inference_steps")
+    del args[at:at + 2]  # the sampler's own default step count
+    launch(args, report_dir=tmp_path / "reports")
+    quality = json.loads((out / "evaluation.json").read_text())["sample_quality"]
+    assert (quality["sampler"], quality["num_inference_steps"]) == ("ddim", 50)
+    assert (out / "samples" / "step-2.png").is_file()
