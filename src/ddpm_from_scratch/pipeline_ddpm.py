@@ -35,6 +35,7 @@ so that it loads three ways:
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import numpy as np
 import torch
@@ -50,6 +51,8 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+# Variance types whose σ_t² the network outputs in extra channels (ε first, then the variance output).
+LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 
 # The package this module belongs to ("ddpm_from_scratch"), or None when it runs as a copy
 # (``pipeline.py`` of a Hub repo loaded with trust_remote_code, ``diffusers_modules.local.pipeline``).
@@ -126,6 +129,29 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         return (batch_size, self.unet.config.in_channels, height, width)
 
+    def _scheduler_reads_variance(self) -> bool:
+        """Whether the scheduler takes a learned variance from the model output's extra channels.
+
+        Only DDPM's ancestral step does: this package's scheduler and diffusers' ``DDPMScheduler`` with
+        ``variance_type`` "learned" or "learned_range". Every other sampler (DDIM, DPM-Solver, Euler,
+        UniPC, …) expects ε alone: DDIMScheduler would read all 2C channels as ε, and
+        DPMSolverMultistepScheduler keeps ``[:, :3]``, right only for RGB. Those get the first C channels.
+        """
+        reads = isinstance(self.scheduler, DDPMScheduler) or hasattr(self.scheduler, "split_model_output")
+        return reads and self.scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
+
+    def _check_variance_channels(self) -> None:
+        config = self.unet.config
+        in_channels, out_channels = config.get("in_channels"), config.get("out_channels")
+        if in_channels is None or out_channels is None or not self._scheduler_reads_variance():
+            return
+        if out_channels != 2 * in_channels:
+            raise ValueError(
+                f"the scheduler's variance_type={self.scheduler.config.variance_type!r} reads the variance from"
+                f" extra output channels, but the U-Net has out_channels={out_channels} for in_channels={in_channels}"
+                f" (a learned variance needs {2 * in_channels}); use a fixed variance_type such as 'fixed_small'"
+            )
+
     @staticmethod
     def _check_inputs(
         batch_size: int, generator: torch.Generator | list[torch.Generator] | None, output_type: str
@@ -171,6 +197,7 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
         self._check_inputs(batch_size, generator, output_type)
+        self._check_variance_channels()
         device = self._execution_device
 
         # Timesteps first: for σ-space schedulers (Euler, Heun, ...) init_noise_sigma depends on them.
@@ -180,9 +207,13 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         sample = sample * self.scheduler.init_noise_sigma
 
         step_kwargs = self._step_kwargs(generator)
+        channels = sample.shape[1]
+        epsilon_only = not self._scheduler_reads_variance()
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(sample, t)
             noise_pred = self.unet(model_input, t).sample
+            if epsilon_only and noise_pred.shape[1] == 2 * channels:
+                noise_pred = noise_pred[:, :channels]  # ε; the learned variance is DDPM's alone
             sample = self.scheduler.step(noise_pred, t, sample, **step_kwargs).prev_sample
 
         images = self.postprocess(sample, output_type)
@@ -389,6 +420,12 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         ``timestep_spacing="trailing"`` diffusers takes one extra step for some `num_inference_steps` (e.g. 61).
         A scheduler that already is a diffusers scheduler (DDIM, ...) is copied as it is.
 
+        A learned-variance model (``out_channels = 2 × in_channels``, ``variance_type="learned_range"``) becomes
+        ``DDPMScheduler(variance_type="learned_range")``, which reads the variance channels exactly as this
+        package's scheduler does, respaced chains included. With any other scheduler diffusers' `DDPMPipeline`
+        would hand it ε and the variance together (it does not split them, as `DDPMFromScratchPipeline` does),
+        so that case warns.
+
         Save it with `save_pretrained` or push it with `push_to_hub`; ``scripts/export_diffusers.py`` does both.
         """
         import copy
@@ -407,6 +444,18 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
             if config.get("variance_type") == "fixed_large_log":
                 config["variance_type"] = "fixed_large"
             scheduler = DDPMScheduler.from_config(config)
+        reads_variance = isinstance(scheduler, DDPMScheduler) and scheduler.config.variance_type in LEARNED_VARIANCE_TYPES
+        if unet.config.out_channels == 2 * unet.config.in_channels and not reads_variance:
+            warnings.warn(
+                f"the U-Net outputs ε and a learned variance ({unet.config.out_channels} channels), but diffusers'"
+                f" DDPMPipeline hands that whole output to {type(scheduler).__name__}"
+                f" (variance_type={scheduler.config.get('variance_type')!r}), which reads it as ε: its samples will be"
+                " wrong or fail. Export with DDPMFromScratchScheduler(variance_type='learned_range') (it becomes"
+                " DDPMScheduler(variance_type='learned_range')); DDPMFromScratchPipeline itself hands other samplers"
+                " ε only.",
+                UserWarning,
+                stacklevel=2,
+            )
         pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return pipe
