@@ -443,3 +443,27 @@ def test_save_and_load_round_trip_is_bit_identical(tmp_path):
     x, t = inputs(THREE_LEVELS, batch=2)
     with torch.no_grad():
         assert torch.equal(loaded(x, t).sample, model(x, t).sample)
+
+
+@pytest.mark.parametrize("base", ["digits", "ddpm-cifar10"])
+def test_learned_variance_presets_differ_from_their_base_only_in_doubled_outputs(base):
+    variant = PRESETS[f"{base}-learned-variance"]
+    assert variant["out_channels"] == 2 * variant["in_channels"]
+    assert {k: v for k, v in variant.items() if k != "out_channels"} == {
+        k: v for k, v in PRESETS[base].items() if k != "out_channels"}
+
+
+def test_learns_variance_reads_the_output_channels():
+    assert DDPMFromScratchUNet.from_config({**TINY, "in_channels": 2, "out_channels": 4}).learns_variance
+    assert not DDPMFromScratchUNet.from_config({**TINY, "in_channels": 2, "out_channels": 2}).learns_variance
+
+
+def test_a_learned_variance_unet_converts_to_unet2d_and_back_exactly():
+    ours = perturb_(DDPMFromScratchUNet(**{**TINY, "in_channels": 1, "out_channels": 2, "dropout": 0.0})).eval()
+    theirs = ours.to_unet2d().eval()
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([1, 400, 999])
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x, t).sample, ours(x, t).sample, atol=1e-5, rtol=0)
+    back = DDPMFromScratchUNet.from_unet2d(theirs)
+    assert back.learns_variance
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), back.state_dict().values()))

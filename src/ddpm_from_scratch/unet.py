@@ -71,6 +71,14 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+# The same networks predicting ε and v (2 × in_channels outputs, ε first), for a learned reverse variance
+# log σ_t² = ((v+1)/2) log β_t + (1 − (v+1)/2) log β̃_t (Nichol & Dhariwal 2021; the scheduler's
+# variance_type="learned_range"). Only the last convolution is wider.
+for _name in list(PRESETS):
+    PRESETS[f"{_name}-learned-variance"] = dict(PRESETS[_name], out_channels=2 * PRESETS[_name]["in_channels"])
+del _name
+
+
 # --------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------
@@ -309,7 +317,9 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             pipelines to shape their noise. The network itself takes any size divisible
             by ``2**(L-1)``.
         in_channels: channels of x_t.
-        out_channels: channels of the prediction (= ``in_channels`` for ε-prediction).
+        out_channels: channels of the prediction: ``in_channels`` for ε-prediction, ``2 * in_channels``
+            for ε and a learned variance (ε first, then v; pair it with a scheduler of
+            ``variance_type="learned_range"``, see :attr:`learns_variance`).
         base_channels: channels at level 0 (``ch`` in the DDPM code); also the width of
             the sinusoidal timestep embedding.
         channel_multipliers: channels of level ``i`` = ``base_channels * channel_multipliers[i]``
@@ -410,6 +420,15 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
 
         self.gradient_checkpointing = False
 
+    @property
+    def learns_variance(self) -> bool:
+        """Whether the network also predicts its reverse variance: ``out_channels == 2 * in_channels``.
+
+        The first ``in_channels`` outputs are ε_θ, the rest v, which a ``variance_type="learned_range"``
+        scheduler reads as log σ_t² = ((v+1)/2) log β_t + (1 − (v+1)/2) log β̃_t (Nichol & Dhariwal 2021).
+        """
+        return self.config.out_channels == 2 * self.config.in_channels
+
     # ---------------------------------------------------------------- construction helpers
 
     @classmethod
@@ -460,7 +479,7 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             return_dict: return a :class:`DDPMFromScratchUNetOutput` (else a 1-tuple).
 
         Returns:
-            ε_θ(x_t, t), shaped ``(B, out_channels, H, W)``.
+            ε_θ(x_t, t), shaped ``(B, out_channels, H, W)`` (followed by v when :attr:`learns_variance`).
         """
         t = self._timesteps(timestep, sample.shape[0], sample.device)
         # SiLU of the embedding once here, rather than once in every residual block.
