@@ -22,6 +22,7 @@ from ddpm_from_scratch.likelihood import (
     normal_kl,
     prior_bits_per_dim,
     variational_bound,
+    vb_terms_bits_per_dim,
 )
 
 LN2 = math.log(2.0)
@@ -362,3 +363,86 @@ def test_bad_settings_are_refused():
         variational_bound(ZeroNoiseModel(), DDPMFromScratchScheduler(num_train_timesteps=1), images, progress=False)
     with pytest.raises(ValueError, match="batch_timesteps"):
         variational_bound(ZeroNoiseModel(), short_scheduler(), images, batch_timesteps=0, progress=False)
+
+
+# ----------------------------------------------------------------------------- a learned variance (learned_range)
+
+
+def exact_noise_rows(scheduler, timesteps: list[int], v: float, dtype: torch.dtype):
+    """(model_output, x_t, x_0, timesteps) for one term per row: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε built here in
+    float64 from the scheduler's ᾱ, and a model output [ε, v] (2C channels) with the very ε that made x_t."""
+    x0 = grid_images(1, 2, 4).repeat(len(timesteps), 1, 1, 1)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.tensor(timesteps)
+    abar = scheduler.alphas_cumprod.double()[t].reshape(-1, 1, 1, 1)
+    sample = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    model_output = torch.cat([noise, torch.full_like(noise, v)], dim=1)
+    return model_output.to(dtype), sample.to(dtype), x0.to(dtype), t
+
+
+LEARNED_TIMESTEPS = [1, 2, 10, T_SHORT - 1]  # t ≥ 1: KL terms (t = 0 is the decoder)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_learned_range_exact_noise_and_v_minus_one_have_zero_kl(dtype):
+    """v = −1 gives σ_t² = β̃_t and the exact ε gives μ_θ = μ̃_t: p_θ is the posterior, every KL (t ≥ 1) is 0."""
+    scheduler = short_scheduler(variance_type="learned_range")
+    model_output, sample, x0, t = exact_noise_rows(scheduler, LEARNED_TIMESTEPS, -1.0, dtype)
+    terms = vb_terms_bits_per_dim(scheduler, model_output, sample, x0, t, clip_denoised=False)
+    assert terms.shape == (len(LEARNED_TIMESTEPS),)
+    assert terms.abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("v", [1.0, 0.3, -0.6])
+def test_learned_range_exact_noise_pays_only_the_variance_kl(v):
+    """With the exact ε the means agree, so KL(N(μ̃, β̃_t) ‖ N(μ̃, σ_t²)) = ½(log(σ_t²/β̃_t) + β̃_t/σ_t² − 1)
+    per dimension, with log σ_t² = f log β_t + (1 − f) log β̃_t, f = (v + 1)/2; at v = +1 that is
+    ½(log(β_t/β̃_t) + β̃_t/β_t − 1). Bits per dim: the per-dimension nats / ln 2.
+
+    β_t = 1 − ᾱ_t/ᾱ_{t−1} and β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t in float64 from the scheduler's float32 ᾱ
+    table cast to float64 (the table diffusers also uses), so the agreement is to float64 rounding.
+    """
+    scheduler = short_scheduler(variance_type="learned_range")
+    model_output, sample, x0, t = exact_noise_rows(scheduler, LEARNED_TIMESTEPS, v, torch.float64)
+    terms = vb_terms_bits_per_dim(scheduler, model_output, sample, x0, t, clip_denoised=False).numpy()
+
+    abar = scheduler.alphas_cumprod.double().numpy()
+    ts = np.array(LEARNED_TIMESTEPS)
+    beta = 1 - abar[ts] / abar[ts - 1]
+    tilde = (1 - abar[ts - 1]) / (1 - abar[ts]) * beta
+    frac = (v + 1) / 2
+    log_ratio = frac * np.log(beta / tilde)  # log(σ²/β̃)
+    expected = 0.5 * (log_ratio + np.exp(-log_ratio) - 1) / LN2
+    assert (expected > 1e-6).all()  # a variance mismatch that the check can see
+    np.testing.assert_allclose(terms, expected, rtol=1e-7)
+
+
+def test_learned_range_v_zero_is_the_geometric_mean_variance_in_the_bound():
+    """ε_θ = 0 with v = 0 everywhere: σ_t² = exp(½ log β_t + ½ log β̃_t) = √(β_t β̃_t), the geometric mean.
+
+    Unclipped, x̂_0 = x_t/√ᾱ_t, so μ̃_t − μ_θ = β_t ε / (√α_t √(1 − ᾱ_t)) for the ε that made x_t, and per image
+    KL = Σ_dims β_t² ε² / (2σ_t² α_t (1 − ᾱ_t)) + D · ½(log(σ_t²/β̃_t) + β̃_t/σ_t² − 1),
+    with log(σ_t²/β̃_t) = ½ log(β_t/β̃_t) and β̃_t/σ_t² = √(β̃_t/β_t). The ε are `variational_bound`'s own draws,
+    reproduced from the documented order (one (B, C, H, W) torch.randn per timestep, t = T−1 down to 0).
+    The schedule is the numpy float64 one; an arithmetic-mean variance would give a visibly different bound.
+    """
+    images = grid_images(2, 2, 4)
+    out = bound(ZeroNoiseModel(0.0), short_scheduler(variance_type="learned_range"), images, seed=3,
+                clip_denoised=False)
+    gen = torch.Generator().manual_seed(3)
+    draws = [torch.randn(images.shape, generator=gen, dtype=torch.float64) for _ in range(T_SHORT)]
+    eps_sq = np.stack([draws[T_SHORT - 1 - t].numpy().reshape(len(images), -1) for t in range(1, T_SHORT)], 1) ** 2
+
+    s = schedule(T_SHORT, BETA_START, BETA_END_SHORT)
+    beta, alpha, abar, tilde = (s[k][1:] for k in ("betas", "alphas", "abar", "tilde_betas"))
+    dims = eps_sq.shape[-1]
+
+    def kl_bits(sigma2):
+        mean_term = (beta**2 / (2 * sigma2 * alpha * (1 - abar)))[None, :, None] * eps_sq
+        variance_term = 0.5 * (np.log(sigma2 / tilde) + tilde / sigma2 - 1)
+        return (mean_term.sum(-1) + dims * variance_term) / (dims * LN2)
+
+    geometric = kl_bits(np.sqrt(beta * tilde))
+    np.testing.assert_allclose(out.terms_bits_per_dim[:, 1:].numpy(), geometric, rtol=RTOL_SCHEDULE)
+    arithmetic = kl_bits((beta + tilde) / 2)
+    assert np.abs(arithmetic / geometric - 1).max() > 100 * RTOL_SCHEDULE

@@ -892,3 +892,111 @@ def test_learned_variance_without_variance_channels_is_refused():
     ours = DDPMFromScratchScheduler(variance_type="learned_range")
     with pytest.raises(ValueError, match="variance_type='learned_range'"):
         ours.step(torch.randn(SHAPE), 500, torch.randn(SHAPE))
+
+
+# ----------------------------------------------------------------------------- learned_range on respaced chains
+
+
+def respaced_learned_range_log_variance(ac_t, ac_prev, v):
+    """MATH.md's f_Σ for the step t → t' in float64: f = (v + 1)/2, β'_t = 1 − ᾱ_t/ᾱ_{t'},
+    β̃'_t = max((1 − ᾱ_{t'})/(1 − ᾱ_t) · β'_t, 1e-20), log σ² = f log β'_t + (1 − f) log β̃'_t."""
+    beta = 1 - ac_t / ac_prev
+    tilde = ((1 - ac_prev) / (1 - ac_t) * beta).clamp(min=1e-20)
+    frac = (v + 1) / 2
+    return frac * beta.log() + (1 - frac) * tilde.log()
+
+
+def chain_pairs(ours):
+    """(t, t', ᾱ_t, ᾱ_{t'}) of every step of the current chain, ᾱ in float64 from the scheduler's float32
+    ᾱ table (ᾱ_{−1} = 1 after the last step)."""
+    ts = ours.timesteps.to(torch.long)
+    prev = torch.cat([ts[1:], torch.tensor([-1])])
+    ac = ours.alphas_cumprod.double()
+    ac_prev = torch.where(prev >= 0, ac[prev.clamp(min=0)], torch.ones(len(prev), dtype=torch.float64))
+    return ts, prev, ac[ts], ac_prev
+
+
+LEARNED_RESPACINGS = [("leading", 50), ("leading", 13), ("trailing", 50), ("trailing", 13)]
+
+
+@pytest.mark.parametrize(("spacing", "n"), LEARNED_RESPACINGS)
+def test_learned_range_step_noise_std_on_a_respaced_chain_uses_the_chains_own_beta(spacing, n):
+    """The noise std of a learned_range step t → t' is exp(½ log σ²), log σ² = f log β'_t + (1 − f) log β̃'_t,
+    f = (v + 1)/2, with β'_t = 1 − ᾱ_t/ᾱ_{t'} and β̃'_t = (1 − ᾱ_{t'})/(1 − ᾱ_t) β'_t of the respaced chain.
+
+    The std is measured without knowing the mean: two steps on the same input with generators seeded a and
+    b give x_a − x_b = σ (z_a − z_b), z reproduced by torch.randn of the ε-part's shape and dtype (diffusers'
+    randn_tensor on the CPU). Expected σ in float64 from the scheduler's ᾱ table. The training chain's
+    β_t (ᾱ_{t−1} in place of ᾱ_{t'}) gives a σ that is off by more than a factor e^0.5 somewhere on the chain.
+    """
+    ours = DDPMFromScratchScheduler(variance_type="learned_range", timestep_spacing=spacing)
+    ours.set_timesteps(n)
+    ts, prev, ac_t, ac_prev = chain_pairs(ours)
+    ac = ours.alphas_cumprod.double()
+    gen = torch.Generator().manual_seed(0)
+    largest_training_chain_error = 0.0
+    for i, t in enumerate(ts.tolist()):
+        x = torch.randn(SHAPE, generator=gen, dtype=torch.float64)
+        model_output = torch.cat([torch.randn(SHAPE, generator=gen, dtype=torch.float64),
+                                  2 * torch.rand(SHAPE, generator=gen, dtype=torch.float64) - 1], dim=1)
+        v = model_output[:, SHAPE[1]:]
+        a, b = 2 * i, 2 * i + 1
+        x_a = ours.step(model_output, t, x, generator=torch.Generator().manual_seed(a)).prev_sample
+        x_b = ours.step(model_output, t, x, generator=torch.Generator().manual_seed(b)).prev_sample
+        if t == 0:  # the last step of a chain ending at 0 adds no noise
+            assert torch.equal(x_a, x_b)
+            continue
+        z_a, z_b = (torch.randn(SHAPE, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in (a, b))
+        measured = (x_a - x_b) / (z_a - z_b)
+        want = torch.exp(0.5 * respaced_learned_range_log_variance(ac_t[i], ac_prev[i], v))
+        # step's coefficients are float32 (as diffusers'): β'_t = 1 − a ratio of float32 ᾱ, ~3e-5 relative
+        # where β'_t is smallest (the step into timestep 0).
+        assert_close(measured, want, rtol=1e-4, atol=0)
+
+        training = torch.exp(0.5 * respaced_learned_range_log_variance(ac_t[i], ac[t - 1], v))
+        largest_training_chain_error = max(largest_training_chain_error, (training / want).log().abs().max().item())
+    assert largest_training_chain_error > 0.5
+
+
+@pytest.mark.parametrize(("spacing", "n"), LEARNED_RESPACINGS)
+def test_model_log_variance_with_the_chains_prev_timesteps_is_the_respaced_interpolation(spacing, n):
+    """model_log_variance(t, v, prev_timesteps=t') for all steps of a set_timesteps chain at once equals
+    f log β'_t + (1 − f) log max(β̃'_t, 1e-20), f = (v + 1)/2, computed here in float64."""
+    ours = DDPMFromScratchScheduler(variance_type="learned_range", timestep_spacing=spacing)
+    ours.set_timesteps(n)
+    ts, prev, ac_t, ac_prev = chain_pairs(ours)
+    shape = (len(ts), 1, 1, 1)
+    v = 2 * torch.rand(len(ts), 3, 2, 2, dtype=torch.float64) - 1
+    want = respaced_learned_range_log_variance(ac_t.view(shape), ac_prev.view(shape), v)
+    got = ours.model_log_variance(ts, v, prev_timesteps=prev)
+    # float64 tables from the same float32 ᾱ: agreement to rounding (the t' = −1 row is log 1e-20 ≈ −46).
+    assert_close(got, want, rtol=1e-9, atol=1e-9)
+    # The default prev_timesteps is the training chain's t − 1: another answer where the chain skips steps.
+    training = ours.model_log_variance(ts, v)
+    assert (training - want).abs().max().item() > 0.5
+
+
+@pytest.mark.parametrize(("spacing", "n"), LEARNED_RESPACINGS)
+def test_diffusers_learned_range_variance_on_respaced_chains_is_the_respaced_interpolation(spacing, n):
+    """diffusers' DDPMScheduler._get_variance (the log σ² its step uses for learned_range) takes β'_t and
+    β̃'_t of the chain's step t → previous_timestep(t), so it is an independent reference here; ours agrees."""
+    ours = DDPMFromScratchScheduler(variance_type="learned_range", timestep_spacing=spacing)
+    ref = DDPMScheduler(variance_type="learned_range", timestep_spacing=spacing)
+    ours.set_timesteps(n)
+    ref.set_timesteps(n)
+    ts, prev, ac_t, ac_prev = chain_pairs(ours)
+    v = 2 * torch.rand(3, 2, 2) - 1
+    for i, t in enumerate(ts.tolist()):
+        want = respaced_learned_range_log_variance(ac_t[i], ac_prev[i], v.double())
+        theirs = ref._get_variance(t, predicted_variance=v)
+        mine = ours.model_log_variance(t, v, prev_timesteps=int(prev[i]))
+        # float32 throughout; log β'_t of a float32 ratio of ᾱ: ~1e-5 relative at worst.
+        assert_close(theirs.double(), want, rtol=1e-5, atol=1e-5)
+        assert_close(mine.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [50, 13])
+def test_learned_range_step_matches_diffusers_on_leading_respaced_chains(n):
+    """respaced_cases covers learned_range only for trailing/linspace spacing under v-prediction."""
+    config = {"variance_type": "learned_range", "timestep_spacing": "leading"}
+    run_steps_against_diffusers(config, {"num_inference_steps": n})
