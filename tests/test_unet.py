@@ -466,4 +466,7 @@ def test_a_learned_variance_unet_converts_to_unet2d_and_back_exactly():
         torch.testing.assert_close(theirs(x, t).sample, ours(x, t).sample, atol=1e-5, rtol=0)
     back = DDPMFromScratchUNet.from_unet2d(theirs)
     assert back.learns_variance
-    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), back.state_dict().values()))
+    ours_state, back_state = ours.state_dict(), back.state_dict()
+    assert ours_state.keys() == back_state.keys()
+    for key, value in ours_state.items():
+        assert torch.equal(value, back_state[key]), key

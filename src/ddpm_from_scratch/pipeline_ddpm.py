@@ -106,6 +106,22 @@ def remote_code_layout(
     return index, files
 
 
+def scheduler_reads_variance(scheduler: SchedulerMixin) -> bool:
+    """Whether `scheduler` takes a learned variance from the model output's extra channels.
+
+    Only DDPM's ancestral step does, for Σ_θ = σ_t² I with log σ_t² = f log β_t + (1 − f) log β̃_t,
+    f = (v + 1)/2 (Nichol & Dhariwal 2021): this package's scheduler and diffusers' ``DDPMScheduler`` with
+    ``variance_type`` "learned" or "learned_range". Such a scheduler must get all 2C channels (ε, then v).
+    Every other sampler (DDIM, DPM-Solver, Euler, UniPC, …) expects ε alone and must get the first C:
+    DDIMScheduler reads whatever it is given as ε (it does not split at all), and
+    DPMSolverMultistepScheduler keeps ``[:, :3]``, right only for RGB.
+    """
+    # This package's scheduler is recognised by its `split_model_output`, not by isinstance: this file may
+    # run as a Hub repo's remote code, where ddpm_from_scratch cannot be imported.
+    reads = isinstance(scheduler, DDPMScheduler) or hasattr(scheduler, "split_model_output")
+    return reads and scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
+
+
 class DDPMFromScratchPipeline(DiffusionPipeline):
     r"""
     Unconditional image generation with a DDPM.
@@ -130,15 +146,8 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         return (batch_size, self.unet.config.in_channels, height, width)
 
     def _scheduler_reads_variance(self) -> bool:
-        """Whether the scheduler takes a learned variance from the model output's extra channels.
-
-        Only DDPM's ancestral step does: this package's scheduler and diffusers' ``DDPMScheduler`` with
-        ``variance_type`` "learned" or "learned_range". Every other sampler (DDIM, DPM-Solver, Euler,
-        UniPC, …) expects ε alone: DDIMScheduler would read all 2C channels as ε, and
-        DPMSolverMultistepScheduler keeps ``[:, :3]``, right only for RGB. Those get the first C channels.
-        """
-        reads = isinstance(self.scheduler, DDPMScheduler) or hasattr(self.scheduler, "split_model_output")
-        return reads and self.scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
+        """Whether this pipeline's scheduler gets the U-Net's whole output (see `scheduler_reads_variance`)."""
+        return scheduler_reads_variance(self.scheduler)
 
     def _check_variance_channels(self) -> None:
         config = self.unet.config
@@ -424,7 +433,7 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
         ``DDPMScheduler(variance_type="learned_range")``, which reads the variance channels exactly as this
         package's scheduler does, respaced chains included. With any other scheduler diffusers' `DDPMPipeline`
         would hand it ε and the variance together (it does not split them, as `DDPMFromScratchPipeline` does),
-        so that case warns.
+        so that case warns; with this package's scheduler and a fixed ``variance_type`` it raises `ValueError`.
 
         Save it with `save_pretrained` or push it with `push_to_hub`; ``scripts/export_diffusers.py`` does both.
         """
@@ -436,16 +445,26 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
             unet = copy.deepcopy(self.unet)
         else:
             raise TypeError(f"to_diffusers needs a DDPMFromScratchUNet or UNet2DModel, got {type(self.unet).__name__}")
+        learns_variance = unet.config.out_channels == 2 * unet.config.in_channels
         scheduler_class = type(self.scheduler)
         if scheduler_class.__module__.split(".")[0] == "diffusers":
             scheduler = scheduler_class.from_config(self.scheduler.config)
         else:
             config = dict(self.scheduler.config)
+            # Our pipeline would sample this pair with ε alone and the fixed variance, but the DDPMScheduler it
+            # becomes would get all 2C channels from DDPMPipeline and read them as ε: a mismatch, not an export.
+            if learns_variance and config.get("variance_type") not in LEARNED_VARIANCE_TYPES:
+                raise ValueError(
+                    f"the U-Net predicts ε and a learned variance (out_channels={unet.config.out_channels} for"
+                    f" in_channels={unet.config.in_channels}) but the scheduler has"
+                    f" variance_type={config.get('variance_type')!r}: diffusers' DDPMPipeline would read the whole"
+                    " output as ε. Give the scheduler the learned variance_type the network was trained with"
+                    " ('learned_range' or 'learned')."
+                )
             if config.get("variance_type") == "fixed_large_log":
                 config["variance_type"] = "fixed_large"
             scheduler = DDPMScheduler.from_config(config)
-        reads_variance = isinstance(scheduler, DDPMScheduler) and scheduler.config.variance_type in LEARNED_VARIANCE_TYPES
-        if unet.config.out_channels == 2 * unet.config.in_channels and not reads_variance:
+        if learns_variance and not scheduler_reads_variance(scheduler):
             warnings.warn(
                 f"the U-Net outputs ε and a learned variance ({unet.config.out_channels} channels), but diffusers'"
                 f" DDPMPipeline hands that whole output to {type(scheduler).__name__}"
