@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
-    "simple": [],
+    "simple": ["--loss", "simple"],
     "hybrid": ["--loss", "hybrid"],
     "vlb": ["--loss", "vlb", "--timestep_sampler", "loss-aware"],
 }
@@ -58,7 +58,7 @@ def train(variant: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "scripts" / "train.py"),
                "--output_dir", str(output_dir), "--max_train_steps", str(args.steps), "--no_evaluate",
-               "--logger", "none", "--num_inference_steps", "100", *VARIANTS[variant]]
+               "--logger", "none", "--sampler", "ddpm", "--num_inference_steps", "100", *VARIANTS[variant]]
     started = time.time()
     subprocess.run(command, check=True, cwd=ROOT)
     return {"train_seconds": time.time() - started, "command": " ".join(command[2:])}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a DDPM with L_simple, L_hybrid or L_vlb: `accelerate launch scripts/train.py [options]`.
+"""Train a DDPM with L_hybrid (default), L_simple or L_vlb: `accelerate launch scripts/train.py [options]`.
 
 With no options it trains the `digits` preset on the 8×8 UCI digits that ship with
 scikit-learn and writes a loadable pipeline, sample grids and a model card to
@@ -57,6 +57,9 @@ logger = logging.getLogger("train")
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 GRID_SEED = 1234
 GRID_MIN_WIDTH = 512
+# Measured by benchmarks/learned_variance_digits.py (README, "Learn the variance"): DPM-Solver++ at 25 steps
+# kept the classifier FID of 1000-step DDPM on the default run, at 1/40 of the network calls.
+DEFAULT_SAMPLER = "dpm-solver"
 LOSS_DESCRIPTIONS = {
     "simple": "L_simple (Ho et al. 2020)",
     "hybrid": "L_hybrid = L_simple + {vlb_weight}·L_vlb (Nichol & Dhariwal 2021)",
@@ -89,10 +92,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--num_train_timesteps", type=int, default=1000)
     model.add_argument("--beta_schedule", default="linear")
     model.add_argument("--prediction_type", default="epsilon")
-    model.add_argument("--loss", choices=LOSS_TYPES, default="simple",
-                       help="simple: L_simple, fixed variance (Ho et al.). hybrid: L_simple + λ·L_vlb, the network also "
-                            "learns its variance (2×channels output, learned_range scheduler; Nichol & Dhariwal). "
-                            "vlb: the bound alone, mean and variance.")
+    model.add_argument("--loss", choices=LOSS_TYPES, default="hybrid",
+                       help="hybrid: L_simple + λ·L_vlb, the network also learns its variance (2×channels output, "
+                            "learned_range scheduler; Nichol & Dhariwal); on the default digits run it measured 0.38 "
+                            "bits/dim below simple, with samples as good at 1000 steps and better with fewer. "
+                            "simple: L_simple, fixed variance β̃_t (Ho et al.). vlb: the bound alone, mean and variance.")
     model.add_argument("--vlb_weight", type=float, default=DEFAULT_VLB_WEIGHT,
                        help="λ of --loss hybrid (L_vlb = T·L_t is in bits/dim).")
     model.add_argument("--timestep_sampler", choices=TIMESTEP_SAMPLERS, default="uniform",
@@ -137,8 +141,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--resume_from_checkpoint", help="`latest` or a checkpoint folder.")
     out.add_argument("--save_images_steps", type=int, default=1000)
     out.add_argument("--num_grid_images", type=int, default=64)
-    out.add_argument("--sampler", choices=list(SAMPLERS), default="ddpm",
-                     help="The sampler of the grids and of the end-of-run evaluation.")
+    out.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+                     help="The sampler of the grids and of the end-of-run evaluation. Default: the fastest whose "
+                          "classifier FID stayed within 10 %% of 1000-step DDPM on the default run "
+                          "(benchmarks/learned_variance_digits.py).")
     out.add_argument("--num_inference_steps", type=int, default=None,
                      help="Sampling steps for the grids and the evaluation; default: the sampler's usual count "
                           f"({', '.join(f'{k} {v}' for k, v in DEFAULT_STEPS.items())}).")
@@ -151,7 +157,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     hub.add_argument("--hub_token", help="Never logged or saved; prefer HF_TOKEN.")
     evaluation = p.add_argument_group("evaluation at the end (scripts/evaluate.py; its numbers go into the model card)")
     evaluation.add_argument("--no_evaluate", dest="evaluate", action="store_false")
-    evaluation.add_argument("--eval_num_samples", type=int, default=200,
+    evaluation.add_argument("--eval_num_samples", type=int, default=1000,
                             help="Samples for the classifier FID/KID (digits only).")
     evaluation.add_argument("--eval_num_bound_images", type=int, default=100,
                             help="Held-out images for the bits/dim bound.")

@@ -185,7 +185,7 @@ def test_a_non_finite_loss_stops_training_without_writing_a_checkpoint(tmp_path,
     blown_up.save_pretrained(tmp_path / "blown_up")
     out = tmp_path / "run"
     result = launch(train_args(out, tiny_config, "--pretrained_model_name_or_path", tmp_path / "blown_up",
-                               "--max_train_steps", 3, "--checkpointing_steps", 1),
+                               "--loss", "simple", "--max_train_steps", 3, "--checkpointing_steps", 1),
                     script=TRAIN, check=False)
     assert result.returncode != 0
     assert "non-finite loss" in result.stderr
