@@ -25,7 +25,6 @@ from .likelihood import vb_terms_bits_per_dim
 LOSS_TYPES = ("simple", "hybrid", "vlb")
 # Nichol & Dhariwal's λ: small enough that L_vlb's noisy gradients do not swamp the mean's.
 DEFAULT_VLB_WEIGHT = 0.001
-LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
