@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ddpm_from_scratch.data import check_image_folder
 from ddpm_from_scratch.evaluation import evaluate_folder
 from ddpm_from_scratch.fast_sampling import MIXED_PRECISION
-from ddpm_from_scratch.samplers import SAMPLERS
+from ddpm_from_scratch.pipeline_source import load_pipeline_or_exit
+from ddpm_from_scratch.samplers import SAMPLER_HELP, sampler_argument
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -22,7 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data_dir", help="Evaluate the bound on this folder of images instead of the held-out digits.")
     p.add_argument("--num_bound_images", type=int, help="Use only the first N evaluation images for the bound.")
     p.add_argument("--num_samples", type=int, default=300, help="Samples for the classifier FID/KID.")
-    p.add_argument("--scheduler", choices=list(SAMPLERS), default="ddpm")
+    p.add_argument("--scheduler", type=sampler_argument, default="ddpm", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument("--num_inference_steps", type=int, help="Default: the sampler's usual count.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=300)
@@ -42,13 +44,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--num_samples must be at least 2 to fit the feature statistics")
     if args.update_model_card and not Path(args.pipeline).is_dir():
         p.error(f"--update_model_card needs a local pipeline folder; {args.pipeline!r} is not one")
+    if args.data_dir is not None:
+        try:
+            check_image_folder(args.data_dir)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+            p.error(f"--data_dir: {error}")
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    pipeline = load_pipeline_or_exit(args.pipeline)
     return evaluate_folder(
-        args.pipeline, update_card=args.update_model_card, output_json=args.output_json,
+        args.pipeline, pipeline=pipeline, update_card=args.update_model_card, output_json=args.output_json,
         data_dir=args.data_dir, num_bound_images=args.num_bound_images, num_samples=args.num_samples,
         sampler=args.scheduler, num_inference_steps=args.num_inference_steps, seed=args.seed,
         batch_size=args.batch_size, progress=not args.quiet, compile_sampling=args.compile,

@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ddpm_from_scratch import DDPMFromScratchPipeline
+from ddpm_from_scratch.pipeline_source import load_pipeline_or_exit
 from ddpm_from_scratch.hub import HubUploadError, push_pipeline_folder
 
 CARD = """
@@ -81,7 +81,7 @@ def export(src: str, dst: str | Path, token: str | None = None, revision: str | 
     load_kwargs = {"token": token} if token else {}
     if revision:
         load_kwargs["revision"] = revision
-    pipeline = DDPMFromScratchPipeline.from_pretrained(src, **load_kwargs)
+    pipeline = load_pipeline_or_exit(src, "SRC", **load_kwargs)
     plain = pipeline.to_diffusers()
     dst.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(dst)

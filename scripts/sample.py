@@ -13,23 +13,28 @@ from pathlib import Path
 
 import torch
 
-from ddpm_from_scratch import DDPMFromScratchPipeline
 from ddpm_from_scratch.fast_sampling import MIXED_PRECISION, compile_for_sampling, sampling_autocast
-from ddpm_from_scratch.grid import image_grid
-from ddpm_from_scratch.samplers import DEFAULT_STEPS, SAMPLERS, generate
+from ddpm_from_scratch.grid import DEFAULT_GRID_WIDTH, image_grid
+from ddpm_from_scratch.pipeline_source import load_pipeline_or_exit
+from ddpm_from_scratch.samplers import SAMPLER_HELP, default_num_inference_steps, generate, sampler_argument
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("pipeline", help="A pipeline folder or Hub id.")
     p.add_argument("--num_images", type=int, default=64)
-    p.add_argument("--scheduler", choices=list(SAMPLERS), default="ddpm")
+    p.add_argument("--scheduler", type=sampler_argument, default="ddpm", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument("--num_inference_steps", type=int, default=None,
-                   help="Default: 1000 for ddpm, 50 for ddim, 25 for dpm-solver.")
+                   help="Default: 1000 for ddpm and DDPMScheduler, 25 for dpm-solver and the multistep solvers "
+                        "(DPM-Solver++, DEIS, UniPC), 50 for the rest.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=64, help="Images generated at once.")
     p.add_argument("--output", default="samples.png", help="Where the grid goes.")
-    p.add_argument("--save_individual", metavar="DIR", help="Also write each image to DIR/NNNNN.png.")
+    p.add_argument("--grid_scale", type=int, default=None,
+                   help=f"Enlarge each image this many times in the grid (nearest neighbour); default: the smallest "
+                        f"whole factor that makes the grid at least {DEFAULT_GRID_WIDTH} px wide.")
+    p.add_argument("--save_individual", metavar="DIR", help="Also write each image, at its native size, to "
+                                                            "DIR/NNNNN.png.")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--channels_last", action="store_true",
                    help="Run the U-Net in channels-last memory format: faster convolutions on many machines "
@@ -42,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Run the U-Net under bf16/fp16 autocast (1.35-1.8× on a CPU with AVX512-BF16); "
                         "images within a few 8-bit levels of float32's.")
     args = p.parse_args(argv)
-    for name in ("num_images", "num_inference_steps", "batch_size"):
+    for name in ("num_images", "num_inference_steps", "batch_size", "grid_scale"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} must be a positive integer, got {value}")
@@ -51,9 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list:
     args = parse_args(argv)
-    steps = args.num_inference_steps or DEFAULT_STEPS[args.scheduler]
+    steps = args.num_inference_steps or default_num_inference_steps(args.scheduler)
 
-    pipe = DDPMFromScratchPipeline.from_pretrained(args.pipeline).to(args.device)
+    pipe = load_pipeline_or_exit(args.pipeline).to(args.device)
     if args.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if args.compile:  # last: the compiled U-Net keeps the weights, device and layout it sees now
@@ -65,7 +70,7 @@ def main(argv=None) -> list:
     images = pipe.numpy_to_pil(samples.permute(0, 2, 3, 1).float().numpy())
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images).save(args.output)
+    image_grid(images, scale=args.grid_scale).save(args.output)
     if args.save_individual:
         folder = Path(args.save_individual)
         folder.mkdir(parents=True, exist_ok=True)

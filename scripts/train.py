@@ -49,14 +49,13 @@ from ddpm_from_scratch.training import (
     variance_type_for_loss,
 )
 from ddpm_from_scratch.losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
-from ddpm_from_scratch.samplers import DEFAULT_STEPS, SAMPLERS, scheduler_for
+from ddpm_from_scratch.samplers import SAMPLER_HELP, default_num_inference_steps, sampler_argument, scheduler_for
 from ddpm_from_scratch.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
 from ddpm_from_scratch.unet import PRESETS
 
 logger = logging.getLogger("train")
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 GRID_SEED = 1234
-GRID_MIN_WIDTH = 512
 # Measured by benchmarks/learned_variance_digits.py (README, "Learn the variance"): DPM-Solver++ at 25 steps
 # kept the classifier FID of 1000-step DDPM on the default run, at 1/40 of the network calls.
 DEFAULT_SAMPLER = "dpm-solver"
@@ -141,13 +140,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--resume_from_checkpoint", help="`latest` or a checkpoint folder.")
     out.add_argument("--save_images_steps", type=int, default=1000)
     out.add_argument("--num_grid_images", type=int, default=64)
-    out.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+    out.add_argument("--sampler", type=sampler_argument, default=DEFAULT_SAMPLER, metavar="NAME",
                      help="The sampler of the grids and of the end-of-run evaluation. Default: the fastest whose "
                           "classifier FID stayed within 10 %% of 1000-step DDPM on the default run "
-                          "(benchmarks/learned_variance_digits.py).")
+                          "(benchmarks/learned_variance_digits.py). " + SAMPLER_HELP)
     out.add_argument("--num_inference_steps", type=int, default=None,
                      help="Sampling steps for the grids and the evaluation; default: the sampler's usual count "
-                          f"({', '.join(f'{k} {v}' for k, v in DEFAULT_STEPS.items())}).")
+                          "(ddpm 1000, dpm-solver 25, ddim 50; scripts/sample.py --help lists the rest).")
+    out.add_argument("--grid_scale", type=int, default=None,
+                     help="Enlarge each image this many times in the sample grids; default: the smallest whole factor "
+                          "that makes a grid at least 512 px wide.")
     out.add_argument("--logger", choices=["tensorboard", "none"], default="tensorboard")
     hub = p.add_argument_group("the Hub (the token comes from --hub_token, HF_TOKEN or `hf auth login`)")
     hub.add_argument("--push_to_hub", action="store_true",
@@ -171,7 +173,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.dataset_name and args.train_data_dir:
         raise SystemExit("error: give --dataset_name or --train_data_dir, not both.")
     positive = ["train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "save_images_steps",
-                "num_grid_images", "num_inference_steps", "eval_num_samples", "eval_num_bound_images"]
+                "num_grid_images", "num_inference_steps", "eval_num_samples", "eval_num_bound_images", "grid_scale"]
     for name in positive + ["max_train_steps", "num_epochs", "resolution", "checkpoints_total_limit", "num_threads"]:
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -183,7 +185,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.learning_rate <= 0:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
     if args.num_inference_steps is None:
-        args.num_inference_steps = DEFAULT_STEPS[args.sampler]
+        args.num_inference_steps = default_num_inference_steps(args.sampler)
     if args.max_train_steps is None and args.num_epochs is None:
         args.max_train_steps = 2000
 
@@ -247,7 +249,8 @@ class EpochPermutationSampler(torch.utils.data.Sampler):
         return self.num_samples
 
 
-def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int, sampler: str = "ddpm"):
+def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int, sampler: str = "ddpm",
+                grid_scale: int | None = None):
     """A grid of samples with a fixed seed, so grids from different steps are comparable."""
     pipeline = DDPMFromScratchPipeline(unet=unet, scheduler=scheduler_for(sampler, noise_scheduler.config))
     pipeline.set_progress_bar_config(disable=True)
@@ -260,7 +263,7 @@ def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int
         output_type="np",
     ).images
     unet.train(was_training)
-    return image_grid(pipeline.numpy_to_pil(images), min_width=GRID_MIN_WIDTH), images
+    return image_grid(pipeline.numpy_to_pil(images), scale=grid_scale), images
 
 
 def main(argv=None) -> dict:
@@ -442,7 +445,7 @@ def main(argv=None) -> dict:
                 global_step % args.save_images_steps == 0 or global_step == max_train_steps
             ):
                 grid, images = sample_grid(ema_unet(), noise_scheduler, args.num_grid_images,
-                                           args.num_inference_steps, args.sampler)
+                                           args.num_inference_steps, args.sampler, args.grid_scale)
                 grid.save(output_dir / "samples" / f"step-{global_step}.png")
                 if args.logger == "tensorboard":
                     tracker = accelerator.get_tracker("tensorboard", unwrap=True)

@@ -39,3 +39,19 @@ def hub(hub_server, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
     yield hub_server
     hub_server.start()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory):
+    """A saved DDPMFromScratchPipeline with a tiny random U-Net for 8×8 one-channel images, T = 50."""
+    import torch
+
+    from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
+
+    torch.manual_seed(0)
+    unet = DDPMFromScratchUNet(sample_size=8, in_channels=1, out_channels=1, base_channels=8,
+                               channel_multipliers=(1, 2), num_res_blocks=1, attention_levels=(1,), norm_num_groups=4)
+    folder = tmp_path_factory.mktemp("tiny") / "pipe"
+    DDPMFromScratchPipeline(unet=unet, scheduler=DDPMFromScratchScheduler(num_train_timesteps=50)).save_pretrained(
+        folder)
+    return folder

@@ -12,26 +12,32 @@ from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler,
 
 
 @pytest.fixture
-def pipeline_dir(tmp_path) -> Path:
-    torch.manual_seed(0)
-    unet = DDPMFromScratchUNet(sample_size=8, in_channels=1, out_channels=1, base_channels=8,
-                               channel_multipliers=(1, 2), num_res_blocks=1, attention_levels=(1,), norm_num_groups=4)
-    DDPMFromScratchPipeline(unet=unet, scheduler=DDPMFromScratchScheduler(num_train_timesteps=50)).save_pretrained(
-        tmp_path / "pipe")
-    return tmp_path / "pipe"
+def pipeline_dir(tiny_pipeline_dir) -> Path:
+    return tiny_pipeline_dir
 
 
 @pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpm-solver"])
 def test_writes_a_grid_of_the_requested_number_of_images(tmp_path, pipeline_dir, scheduler):
-    load_script("sample").main([str(pipeline_dir), "--num_images", "6", "--scheduler", scheduler,
-                        "--num_inference_steps", "4", "--output", str(tmp_path / "grid.png")])
-    assert Image.open(tmp_path / "grid.png").size == (3 * 8, 2 * 8)
+    images = load_script("sample").main([str(pipeline_dir), "--num_images", "6", "--scheduler", scheduler,
+                                         "--num_inference_steps", "4", "--output", str(tmp_path / "grid.png")])
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    # 3 columns of 8 px enlarged ×22 (the first whole factor reaching 512 px with two 2-px gaps), 2 rows.
+    assert grid.shape == (2 * 176 + 2, 3 * 176 + 4)
+    np.testing.assert_array_equal(grid[178::22, 356::22],
+                                  np.asarray(images[5]))
 
 
-def test_saves_individual_images_when_asked(tmp_path, pipeline_dir):
+def test_the_grid_scale_can_be_chosen(tmp_path, pipeline_dir):
+    load_script("sample").main([str(pipeline_dir), "--num_images", "4", "--num_inference_steps", "2",
+                                "--grid_scale", "1", "--output", str(tmp_path / "grid.png")])
+    assert Image.open(tmp_path / "grid.png").size == (2 * 8 + 2, 2 * 8 + 2)
+
+
+def test_saves_individual_images_at_native_size_when_asked(tmp_path, pipeline_dir):
     load_script("sample").main([str(pipeline_dir), "--num_images", "3", "--num_inference_steps", "3",
                         "--output", str(tmp_path / "grid.png"), "--save_individual", str(tmp_path / "single")])
     assert sorted(p.name for p in (tmp_path / "single").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert Image.open(tmp_path / "single" / "00000.png").size == (8, 8)
 
 
 def test_each_image_depends_on_the_seed_not_on_the_batch_size(tmp_path, pipeline_dir):

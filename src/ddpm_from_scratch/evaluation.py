@@ -21,7 +21,8 @@ from .fast_sampling import compile_for_sampling, sampling_autocast
 from .hub import update_model_card
 from .metrics import digit_sample_quality, reference_rows
 from .pipeline_ddpm import DDPMFromScratchPipeline
-from .samplers import DEFAULT_STEPS, generate
+from .pipeline_source import load_pipeline
+from .samplers import default_num_inference_steps, generate
 
 DIGITS_HELD_OUT = "UCI digits, held-out split (scikit-learn)"
 NO_QUALITY_METRIC = (
@@ -89,7 +90,7 @@ def evaluate_pipeline(
         "bound": bound_summary(pipeline, images, seed, progress),
     }
     if data_dir is None and is_digits_model(pipeline.unet.config):
-        steps = num_inference_steps or DEFAULT_STEPS[sampler]
+        steps = num_inference_steps or default_num_inference_steps(sampler)
         if compile_sampling:
             compile_for_sampling(pipeline.unet)
         with sampling_autocast(pipeline.device, mixed_precision):
@@ -142,9 +143,11 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def evaluate_folder(pipeline_path: str, update_card: bool = False, output_json: str | None = None,
-                    **options) -> dict:
-    """Evaluate the pipeline at `pipeline_path`, write the JSON, optionally update its model card."""
-    pipeline = DDPMFromScratchPipeline.from_pretrained(pipeline_path)
+                    pipeline: DDPMFromScratchPipeline | None = None, **options) -> dict:
+    """Evaluate the pipeline at `pipeline_path` (or `pipeline`, loaded from there), write the JSON, optionally
+    update its model card."""
+    if pipeline is None:
+        pipeline = load_pipeline(pipeline_path)
     results = evaluate_pipeline(pipeline, **options)
     results["pipeline"] = str(pipeline_path)
     table = format_results(results)
