@@ -328,6 +328,26 @@ def test_add_noise_is_the_closed_form_of_q_xt_given_x0():
     np.testing.assert_allclose(ours.add_noise(x0, noise, timesteps).numpy(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
+def test_add_noise_is_the_one_step_kernel_applied_t_times(schedule):
+    # Composing x_t = √(1−β_t) x_{t−1} + √β_t ε_t exactly: the mean coefficient m_t = √(1−β_t) m_{t−1} and the
+    # variance v_t = (1−β_t) v_{t−1} + β_t (Gaussian kernels compose in closed form). A kernel with β_t ε in
+    # place of √β_t ε would give v_t = (1−β_t) v_{t−1} + β_t², far from 1 − ᾱ_t.
+    ours = DDPMFromScratchScheduler(beta_schedule=schedule)
+    betas = ours.betas.double().numpy()
+    mean_coefficient, variance = np.empty(T), np.empty(T)
+    m, v = 1.0, 0.0
+    for t in range(T):
+        m, v = np.sqrt(1 - betas[t]) * m, (1 - betas[t]) * v + betas[t]
+        mean_coefficient[t], variance[t] = m, v
+    timesteps = torch.arange(T)
+    ones = torch.ones(T, dtype=torch.float64)
+    signal = ours.add_noise(ones, torch.zeros(T, dtype=torch.float64), timesteps).numpy()
+    noise = ours.add_noise(torch.zeros(T, dtype=torch.float64), ones, timesteps).numpy()
+    np.testing.assert_allclose(signal, mean_coefficient, rtol=1e-5)
+    np.testing.assert_allclose(noise**2, variance, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=str)
 def test_add_noise_in_half_precision_computes_in_float32_where_diffusers_loses_the_noise(half):
     ours, ref = DDPMFromScratchScheduler(), DDPMScheduler()
