@@ -3,6 +3,8 @@
 
 Reports the variational bound in bits/dim on the held-out digits (or on --data_dir), and,
 for digit models, the classifier FID, KID and predicted-class histogram of generated samples.
+With --feature_model (any transformers image model id or folder, e.g. facebook/dinov2-small),
+also FD and KID in that model's features against the evaluation images (FD_DINOv2 with DINOv2).
 Writes the results as JSON and prints them as a table.
 """
 
@@ -12,9 +14,10 @@ import argparse
 from pathlib import Path
 
 from ddpm_from_scratch.data import check_image_folder
+from ddpm_from_scratch.encoder_features import load_image_encoder
 from ddpm_from_scratch.evaluation import evaluate_folder
 from ddpm_from_scratch.fast_sampling import MIXED_PRECISION
-from ddpm_from_scratch.pipeline_source import load_pipeline_or_exit
+from ddpm_from_scratch.pipeline_source import exit_with_usage_error, load_pipeline_or_exit
 from ddpm_from_scratch.samplers import SAMPLER_HELP, sampler_argument
 
 
@@ -23,7 +26,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("pipeline", help="A pipeline folder or Hub id.")
     p.add_argument("--data_dir", help="Evaluate the bound on this folder of images instead of the held-out digits.")
     p.add_argument("--num_bound_images", type=int, help="Use only the first N evaluation images for the bound.")
-    p.add_argument("--num_samples", type=int, default=300, help="Samples for the classifier FID/KID.")
+    p.add_argument("--num_samples", type=int, default=300, help="Samples for the classifier FID/KID and the FD/KID.")
+    p.add_argument("--feature_model", metavar="ID",
+                   help="A transformers image model (Hub id or folder; safetensors weights) whose features give FD "
+                        "and KID against the evaluation images, e.g. facebook/dinov2-small (downloaded once into "
+                        "the Hugging Face cache) or facebook/dinov2-large for the FD_DINOv2 of Stein et al. 2023.")
     p.add_argument("--scheduler", type=sampler_argument, default="ddpm", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument("--num_inference_steps", type=int, help="Default: the sampler's usual count.")
     p.add_argument("--seed", type=int, default=0)
@@ -54,9 +61,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    encoder = None
+    if args.feature_model:  # before the pipeline: both are checked before any work starts
+        try:
+            encoder = load_image_encoder(args.feature_model)
+        except ValueError as error:
+            exit_with_usage_error(f"--feature_model: {error}")
     pipeline = load_pipeline_or_exit(args.pipeline)
     return evaluate_folder(
-        args.pipeline, pipeline=pipeline, update_card=args.update_model_card, output_json=args.output_json,
+        args.pipeline, pipeline=pipeline, feature_model=encoder, update_card=args.update_model_card, output_json=args.output_json,
         data_dir=args.data_dir, num_bound_images=args.num_bound_images, num_samples=args.num_samples,
         sampler=args.scheduler, num_inference_steps=args.num_inference_steps, seed=args.seed,
         batch_size=args.batch_size, progress=not args.quiet, compile_sampling=args.compile,

@@ -1,8 +1,9 @@
 """Evaluate a trained pipeline: the variational bound on held-out images, and offline sample quality.
 
 For the embedded digits, sample quality is the classifier FID, KID and class histogram of
-`metrics.py` against the 300 held-out digits. For other data there is no offline quality
-metric (FID's Inception weights cannot be assumed to be reachable): only the bound is reported.
+`metrics.py` against the 300 held-out digits. For any data, a pretrained transformers image encoder
+(``feature_model``, e.g. DINOv2) gives FD and KID in its features (`encoder_features.py`); without one,
+other data get the bound alone (FID's Inception weights cannot be assumed to be reachable).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from .data import build_transform, load_image_dataset
 from .digit_classifier import load_digits_tensors
+from .encoder_features import ImageEncoder, encoder_sample_quality, load_image_encoder
 from .fast_sampling import compile_for_sampling, sampling_autocast
 from .hub import update_model_card
 from .metrics import digit_sample_quality, reference_rows
@@ -27,7 +29,8 @@ from .samplers import default_num_inference_steps, generate
 DIGITS_HELD_OUT = "UCI digits, held-out split (scikit-learn)"
 NO_QUALITY_METRIC = (
     "No offline sample-quality metric applies to this data: the digit classifier only knows 8×8 digits, "
-    "and FID's Inception weights need a download."
+    "and FID's Inception weights need a download. Pass --feature_model (e.g. facebook/dinov2-small) for "
+    "FD and KID in a pretrained encoder's features."
 )
 
 
@@ -72,32 +75,47 @@ def evaluate_pipeline(
     progress: bool = True,
     compile_sampling: bool = False,
     mixed_precision: str = "no",
+    feature_model: str | ImageEncoder | None = None,
 ) -> dict[str, Any]:
     """Bits/dim on held-out images and, for digit models, the classifier FID/KID of `num_samples` samples.
+
+    With ``feature_model`` (a transformers model id or folder, or a loaded `ImageEncoder`), also FD and
+    KID of the same samples against all evaluation images in that encoder's features, with a floor and
+    a ceiling (`encoder_sample_quality`), under ``results["feature_model"]``. The encoder is loaded
+    before any work starts.
 
     ``compile_sampling`` and ``mixed_precision`` are the opt-in fast paths of
     :mod:`ddpm_from_scratch.fast_sampling`, applied to drawing the samples only: the bound is always
     computed by the float32 network as loaded (compiling happens after it, so the bound's batch
     shapes are never compiled). Both settings are recorded with the sample-quality numbers.
     """
+    if isinstance(feature_model, str):
+        feature_model = load_image_encoder(feature_model, device=pipeline.device)
+    elif feature_model is not None:
+        feature_model.model.to(pipeline.device)
     pipeline.unet.eval()
     pipeline.set_progress_bar_config(disable=not progress)
-    images = held_out_images(pipeline.unet.config, data_dir)
-    if num_bound_images is not None:
-        images = images[:num_bound_images]
+    all_images = held_out_images(pipeline.unet.config, data_dir)
+    images = all_images if num_bound_images is None else all_images[:num_bound_images]
     results: dict[str, Any] = {
         "dataset": DIGITS_HELD_OUT if data_dir is None else f"images in {Path(data_dir)}",
         "bound": bound_summary(pipeline, images, seed, progress),
     }
-    if data_dir is None and is_digits_model(pipeline.unet.config):
-        steps = num_inference_steps or default_num_inference_steps(sampler)
+    digits = data_dir is None and is_digits_model(pipeline.unet.config)
+    steps = num_inference_steps or default_num_inference_steps(sampler)
+    sampling = {"sampler": sampler, "num_inference_steps": steps, "compiled": compile_sampling,
+                "mixed_precision": mixed_precision}
+    if digits or feature_model is not None:
         if compile_sampling:
             compile_for_sampling(pipeline.unet)
         with sampling_autocast(pipeline.device, mixed_precision):
-            samples = generate(pipeline, num_samples, sampler, steps, seed, batch_size)
-        quality = digit_sample_quality(samples.float(), value_range=(0.0, 1.0), seed=seed)
-        results["sample_quality"] = {"sampler": sampler, "num_inference_steps": steps, "compiled": compile_sampling,
-                                     "mixed_precision": mixed_precision, **quality}
+            samples = generate(pipeline, num_samples, sampler, steps, seed, batch_size).float()
+    if feature_model is not None:
+        results["feature_model"] = {**sampling, **encoder_sample_quality(samples, (all_images + 1) / 2,
+                                                                          feature_model, seed)}
+    if digits:
+        quality = digit_sample_quality(samples, value_range=(0.0, 1.0), seed=seed)
+        results["sample_quality"] = {**sampling, **quality}
         # The floor and ceiling at the same number of images: classifier FID grows as n shrinks.
         results["reference_rows"] = [
             {k: row[k] for k in ("name", "kind", "classifier_fid", "kid_mean", "kid_std")}
@@ -105,7 +123,8 @@ def evaluate_pipeline(
         ]
     else:
         results["sample_quality"] = None
-        results["note"] = NO_QUALITY_METRIC
+        if feature_model is None:
+            results["note"] = NO_QUALITY_METRIC
     return results
 
 
@@ -130,6 +149,14 @@ def format_results(results: dict[str, Any]) -> str:
             ("KID (digit-classifier features)", f"{quality['kid_mean']:.4f} ± {quality['kid_std']:.4f}"),
             ("predicted class histogram 0–9", " ".join(str(n) for n in quality["class_histogram"])),
         ]
+    features = results.get("feature_model")
+    if features:
+        sampling = f"{features['num_images']} samples, {features['sampler']} {features['num_inference_steps']} steps"
+        rows += [
+            (f"FD ({features['model']} features)", f"{features['fd']:.3f} ({sampling}, "
+                                                           f"vs {features['num_reference']} images)"),
+            (f"KID ({features['model']} features)", f"{features['kid_mean']:.4f} ± {features['kid_std']:.4f}"),
+        ]
     lines = [f"Evaluation on {results['dataset']}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     if results.get("reference_rows"):
@@ -137,6 +164,11 @@ def format_results(results: dict[str, Any]) -> str:
                   "| images | classifier FID | KID |", "|---|---|---|"]
         lines += [f"| {row['name']} ({row['kind']}) | {row['classifier_fid']:.3f} | "
                   f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f} |" for row in results["reference_rows"]]
+    if features:
+        lines += ["", f"Reference rows in {features['model']} features, same code and reference images:", "",
+                  "| images | n | FD | KID |", "|---|---:|---:|---|"]
+        lines += [f"| {row['name']} ({row['kind']}) | {row['num_images']} | {row['fd']:.3f} | "
+                  f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f} |" for row in features["reference_rows"]]
     if results.get("note"):
         lines += ["", results["note"]]
     return "\n".join(lines)

@@ -98,6 +98,15 @@ def model_index_results(results: Mapping[str, Any]) -> list:
             EvalResult(task_type=task, dataset_type="image", dataset_name=dataset, metric_type="kid",
                        metric_name="KID (digit-classifier features)", metric_value=round(quality["kid_mean"], 5)),
         ]
+    features = results.get("feature_model")
+    if features:
+        model = features["model"]
+        entries += [
+            EvalResult(task_type=task, dataset_type="image", dataset_name=dataset, metric_type="fd",
+                       metric_name=f"FD ({model} features)", metric_value=round(features["fd"], 4)),
+            EvalResult(task_type=task, dataset_type="image", dataset_name=dataset, metric_type="kid",
+                       metric_name=f"KID ({model} features)", metric_value=round(features["kid_mean"], 5)),
+        ]
     return entries
 
 

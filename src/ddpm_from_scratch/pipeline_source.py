@@ -73,7 +73,8 @@ def check_pipeline_folder(folder: str | Path, argument: str = "PIPELINE",
                                   f"not a {expected}")
 
 
-def _looks_like_a_path(source: str) -> bool:
+def looks_like_a_path(source: str) -> bool:
+    """Whether `source` can only have been meant as a folder, not as a Hub id."""
     # A Hub id is "name" or "owner/name"; anything else can only have been meant as a folder.
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
 
@@ -87,7 +88,7 @@ def load_pipeline(source: str, argument: str = "PIPELINE", pipeline_class: type 
     ``--pretrained_model_name_or_path``).
     """
     local = Path(source).expanduser()
-    if local.exists() or _looks_like_a_path(source):
+    if local.exists() or looks_like_a_path(source):
         check_pipeline_folder(local, argument, pipeline_class.__name__)
     try:
         return pipeline_class.from_pretrained(str(local) if local.exists() else source, **kwargs)
