@@ -49,6 +49,7 @@ from ddpm_from_scratch.training import (
     variance_type_for_loss,
 )
 from ddpm_from_scratch.losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
+from ddpm_from_scratch.pipeline_source import exit_with_usage_error, looks_like_a_path
 from ddpm_from_scratch.samplers import SAMPLER_HELP, default_num_inference_steps, sampler_argument, scheduler_for
 from ddpm_from_scratch.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
 from ddpm_from_scratch.unet import PRESETS
@@ -184,6 +185,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --vlb_weight must be positive, got {args.vlb_weight}.")
     if args.learning_rate <= 0:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
+    source = args.pretrained_model_name_or_path
+    if source and not Path(source).expanduser().exists() and looks_like_a_path(source):
+        exit_with_usage_error(f"--pretrained_model_name_or_path {source!r}: no such folder (and not a Hub id)")
     if args.num_inference_steps is None:
         args.num_inference_steps = default_num_inference_steps(args.sampler)
     if args.max_train_steps is None and args.num_epochs is None:

@@ -121,6 +121,9 @@ def test_evaluate_writes_fd_and_kid_in_the_feature_models_features_to_the_json_a
     assert np.isfinite([entry["fd"], entry["kid_mean"], entry["kid_std"]]).all()
     assert [row["kind"] for row in entry["reference_rows"]] == ["floor", "ceiling"]
     assert "note" not in saved and results["feature_model"]["fd"] == entry["fd"]
+    # The samples judged are shown with the package's one grid: readable width, 6 tiles.
+    grid = Image.open(tmp_path / "eval_samples.png")
+    assert grid.width >= 512 and saved["samples_grid"] == str(tmp_path / "eval_samples.png")
     card = (pipeline / "README.md").read_text()
     assert f"FD ({tiny_dinov2_dir} features)" in card and f"{entry['fd']:.3f}" in card
 

@@ -89,3 +89,10 @@ def test_each_script_reports_a_bad_pipeline_in_one_line_with_exit_status_2(capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "without model_index.json" in err and "Traceback" not in err
+
+
+def test_train_refuses_a_pretrained_folder_that_does_not_exist(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        load_script("train").parse_args(["--pretrained_model_name_or_path", str(tmp_path / "runs" / "old")])
+    assert exit_.value.code == 2
+    assert "--pretrained_model_name_or_path" in capsys.readouterr().err

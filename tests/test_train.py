@@ -75,7 +75,7 @@ def test_a_launched_run_writes_a_loadable_pipeline_grids_logs_and_model_card(tmp
     assert (out / "model_index.json").is_file()
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert [p.name for p in sorted((out / "samples").iterdir())] == ["step-2.png", "step-4.png"]
-    assert Image.open(out / "samples" / "step-4.png").size == (512, 512)  # 2×2 samples of 8×8, enlarged ×32
+    assert Image.open(out / "samples" / "step-4.png").size == (2 * 8 * 32 + 2,) * 2  # 2×2 of 8×8, ×32, 2-px gap
     assert list((out / "logs").rglob("events.out.tfevents.*"))
     card = (out / "README.md").read_text()
     assert "library_name: diffusers" in card and "step-4.png" in card and "$" not in card.split("```")[0]

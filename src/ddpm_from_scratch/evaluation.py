@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from .data import build_transform, load_image_dataset
 from .digit_classifier import load_digits_tensors
 from .encoder_features import ImageEncoder, encoder_sample_quality, load_image_encoder
 from .fast_sampling import compile_for_sampling, sampling_autocast
+from .grid import image_grid
 from .hub import update_model_card
 from .metrics import digit_sample_quality, reference_rows
 from .pipeline_ddpm import DDPMFromScratchPipeline
 from .pipeline_source import load_pipeline
 from .samplers import default_num_inference_steps, generate
 
+GRID_IMAGES = 64  # samples shown in the evaluation's grid
 DIGITS_HELD_OUT = "UCI digits, held-out split (scikit-learn)"
 NO_QUALITY_METRIC = (
     "No offline sample-quality metric applies to this data: the digit classifier only knows 8×8 digits, "
@@ -76,13 +79,15 @@ def evaluate_pipeline(
     compile_sampling: bool = False,
     mixed_precision: str = "no",
     feature_model: str | ImageEncoder | None = None,
+    grid_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Bits/dim on held-out images and, for digit models, the classifier FID/KID of `num_samples` samples.
 
     With ``feature_model`` (a transformers model id or folder, or a loaded `ImageEncoder`), also FD and
     KID of the same samples against all evaluation images in that encoder's features, with a floor and
     a ceiling (`encoder_sample_quality`), under ``results["feature_model"]``. The encoder is loaded
-    before any work starts.
+    before any work starts. With ``grid_path``, the first `GRID_IMAGES` samples are written there as a grid
+    (`grid.image_grid`) and its path is recorded as ``results["samples_grid"]``.
 
     ``compile_sampling`` and ``mixed_precision`` are the opt-in fast paths of
     :mod:`ddpm_from_scratch.fast_sampling`, applied to drawing the samples only: the bound is always
@@ -110,6 +115,11 @@ def evaluate_pipeline(
             compile_for_sampling(pipeline.unet)
         with sampling_autocast(pipeline.device, mixed_precision):
             samples = generate(pipeline, num_samples, sampler, steps, seed, batch_size).float()
+    if grid_path is not None and (digits or feature_model is not None):
+        shown = (samples[:GRID_IMAGES].permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype("uint8")
+        image_grid([Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image) for image in shown]
+                   ).save(grid_path)
+        results["samples_grid"] = str(grid_path)
     if feature_model is not None:
         results["feature_model"] = {**sampling, **encoder_sample_quality(samples, (all_images + 1) / 2,
                                                                           feature_model, seed)}
@@ -171,6 +181,8 @@ def format_results(results: dict[str, Any]) -> str:
                   f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f} |" for row in features["reference_rows"]]
     if results.get("note"):
         lines += ["", results["note"]]
+    if results.get("samples_grid"):
+        lines += ["", f"Samples: `{Path(results['samples_grid']).name}`"]
     return "\n".join(lines)
 
 
@@ -180,11 +192,12 @@ def evaluate_folder(pipeline_path: str, update_card: bool = False, output_json: 
     update its model card."""
     if pipeline is None:
         pipeline = load_pipeline(pipeline_path)
-    results = evaluate_pipeline(pipeline, **options)
-    results["pipeline"] = str(pipeline_path)
-    table = format_results(results)
     folder = Path(pipeline_path)
     json_path = Path(output_json) if output_json else (folder if folder.is_dir() else Path(".")) / "evaluation.json"
+    grid_path = json_path.with_name(json_path.stem + "_samples.png")
+    results = evaluate_pipeline(pipeline, grid_path=grid_path, **options)
+    results["pipeline"] = str(pipeline_path)
+    table = format_results(results)
     json_path.write_text(json.dumps(results, indent=2))
     if update_card:
         card = folder / "README.md"
