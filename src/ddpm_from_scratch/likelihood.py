@@ -243,6 +243,22 @@ def decoder_nll(original_samples: torch.Tensor, mean: torch.Tensor, log_variance
     return -discretized_gaussian_log_likelihood(original_samples, mean, 0.5 * torch.as_tensor(log_variance))
 
 
+def continuous_decoder_nll(original_samples: torch.Tensor, mean: torch.Tensor,
+                           log_variance: torch.Tensor | float) -> torch.Tensor:
+    """L_0 per element, in nats, for real-valued data: −log N(x_0; μ_θ, σ²) = ½ (log 2π + log σ² + (x_0 − μ_θ)²/σ²).
+
+    A density, not a probability: the bound is then on −log p_θ(x_0) as a density (Sohl-Dickstein et al.'s
+    K for the Swiss roll), comparable only with other densities of the same data. float64.
+    """
+    x, mean = original_samples.double(), mean.double()
+    log_variance = torch.as_tensor(log_variance, dtype=torch.float64, device=x.device)
+    return 0.5 * (math.log(2 * math.pi) + log_variance + (x - mean) ** 2 * torch.exp(-log_variance))
+
+
+# The decoder −log p_θ(x_0 | x_1) of each kind of data: 8-bit images, or real-valued vectors.
+DECODERS = {"discretized": decoder_nll, "continuous": continuous_decoder_nll}
+
+
 def vb_terms_bits_per_dim(
     scheduler: DDPMFromScratchScheduler,
     model_output: torch.Tensor,
@@ -250,11 +266,13 @@ def vb_terms_bits_per_dim(
     original_samples: torch.Tensor,
     timesteps: torch.Tensor,
     clip_denoised: bool = True,
+    decoder: str = "discretized",
 ) -> torch.Tensor:
     """One term of the bound per row, in bits per dimension, ``(N,)`` float64:
 
         t ≥ 1:  KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) = KL(N(μ̃_t, β̃_t) ‖ N(μ_θ, σ_t²)),
-        t = 0:  −log p_θ(x_0 | x at timestep 0)  (the discretised decoder, `decoder_nll`),
+        t = 0:  −log p_θ(x_0 | x at timestep 0)  (``decoder``: "discretized" for 8-bit images,
+                `decoder_nll`; "continuous" for real-valued data, `continuous_decoder_nll`),
 
     where ``sample`` is x_t ~ q(x_t | x_0), ``original_samples`` is x_0, and ``model_output`` is the
     network's output at (x_t, t). μ̃_t, β̃_t come from the scheduler's `q_posterior_mean_variance`,
@@ -274,7 +292,9 @@ def vb_terms_bits_per_dim(
     if bool(first.any()):
         # Only the decoder rows: its float64 CDFs cost more than the KL, and the KL at t = 0 (against
         # a posterior variance of 1e-20) is meaningless.
-        nll = decoder_nll(original_samples[first], model.mean[first], _rows(model.log_variance, first))
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {tuple(DECODERS)}, got {decoder!r}")
+        nll = DECODERS[decoder](original_samples[first], model.mean[first], _rows(model.log_variance, first))
         terms[first] = nats_to_bits_per_dim(nll)
     return terms
 

@@ -47,6 +47,7 @@ def vlb_loss(
     original_samples: torch.Tensor,
     timesteps: torch.Tensor,
     stop_gradient_mean: bool = False,
+    decoder: str = "discretized",
 ) -> torch.Tensor:
     """L_vlb per sample = T · L_t in bits per dimension, float64, ``(B,)``:
 
@@ -56,7 +57,8 @@ def vlb_loss(
     from `likelihood.vb_terms_bits_per_dim` with x̂_0 unclipped (the training chain's mean, as in
     improved-diffusion's training losses). With t uniform, E_t[T · L_t] = Σ_t L_t, the bound less its
     parameter-free prior term L_T. ``stop_gradient_mean`` detaches the prediction channels, so only the
-    variance channels receive this loss's gradient (L_hybrid).
+    variance channels receive this loss's gradient (L_hybrid). ``decoder="continuous"`` scores L_0 as a
+    Gaussian density, for real-valued data (`likelihood.continuous_decoder_nll`).
     """
     prediction, predicted_variance = scheduler.split_model_output(model_output.float(), noisy_samples)
     if predicted_variance is None:
@@ -69,7 +71,8 @@ def vlb_loss(
         prediction = prediction.detach()
     frozen = torch.cat([prediction, predicted_variance], dim=1)
     terms = vb_terms_bits_per_dim(
-        scheduler, frozen, noisy_samples.float(), original_samples.float(), timesteps, clip_denoised=False
+        scheduler, frozen, noisy_samples.float(), original_samples.float(), timesteps, clip_denoised=False,
+        decoder=decoder,
     )
     return scheduler.config.num_train_timesteps * terms
 
@@ -82,6 +85,7 @@ def hybrid_loss(
     original_samples: torch.Tensor,
     timesteps: torch.Tensor,
     vlb_weight: float = DEFAULT_VLB_WEIGHT,
+    decoder: str = "discretized",
 ) -> dict[str, torch.Tensor]:
     """L_hybrid = L_simple + λ · L_vlb per sample (Nichol & Dhariwal 2021, §3.1), the mean stopped in L_vlb.
 
@@ -89,7 +93,8 @@ def hybrid_loss(
     """
     prediction, _ = scheduler.split_model_output(model_output, noisy_samples)
     mse = simple_loss(prediction, target)
-    vlb = vlb_loss(scheduler, model_output, noisy_samples, original_samples, timesteps, stop_gradient_mean=True)
+    vlb = vlb_loss(scheduler, model_output, noisy_samples, original_samples, timesteps, stop_gradient_mean=True,
+                   decoder=decoder)
     return {"loss": mse + vlb_weight * vlb, "mse": mse, "vlb": vlb}
 
 
@@ -102,6 +107,7 @@ def training_losses(
     original_samples: torch.Tensor,
     timesteps: torch.Tensor,
     vlb_weight: float = DEFAULT_VLB_WEIGHT,
+    decoder: str = "discretized",
 ) -> dict[str, torch.Tensor]:
     """The per-sample loss of ``loss_type`` (``simple``, ``hybrid`` or ``vlb``) and its parts.
 
@@ -118,8 +124,9 @@ def training_losses(
         mse = simple_loss(prediction, target)
         return {"loss": mse, "mse": mse}
     if loss_type == "hybrid":
-        return hybrid_loss(scheduler, model_output, target, noisy_samples, original_samples, timesteps, vlb_weight)
+        return hybrid_loss(scheduler, model_output, target, noisy_samples, original_samples, timesteps, vlb_weight,
+                           decoder)
     if loss_type == "vlb":
-        vlb = vlb_loss(scheduler, model_output, noisy_samples, original_samples, timesteps)
+        vlb = vlb_loss(scheduler, model_output, noisy_samples, original_samples, timesteps, decoder=decoder)
         return {"loss": vlb, "vlb": vlb}
     raise ValueError(f"loss must be one of {LOSS_TYPES}, got {loss_type!r}")

@@ -62,8 +62,9 @@ _PACKAGE = __name__.rpartition(".")[0] if __name__.rpartition(".")[2] == "pipeli
 # model_index.json as ``[<stem>, <class>]``; the pipeline's own code is ``pipeline.py``.
 PIPELINE_CODE_STEM = "pipeline"
 # File stem in a Hub repo -> module of the package with the same code.
-_PACKAGE_MODULES = {"pipeline": "pipeline_ddpm", "pipeline_ddpm": "pipeline_ddpm", "unet": "unet",
-                    "scheduling_ddpm": "scheduling_ddpm"}
+_PACKAGE_MODULES = {"pipeline": ("pipeline_ddpm", "pipeline_toy"), "pipeline_ddpm": ("pipeline_ddpm",),
+                    "pipeline_toy": ("pipeline_toy",), "unet": ("unet",), "scheduling_ddpm": ("scheduling_ddpm",),
+                    "toy_models": ("toy_models",), "scheduling_binomial": ("scheduling_binomial",)}
 # Libraries whose classes diffusers imports itself: no code to ship for them.
 _LIBRARIES = ("diffusers", "transformers", "onnxruntime")
 
@@ -122,7 +123,179 @@ def scheduler_reads_variance(scheduler: SchedulerMixin) -> bool:
     return reads and scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
 
 
-class DDPMFromScratchPipeline(DiffusionPipeline):
+class HubPipelineMixin:
+    r"""The Hub mechanics of this package's pipelines: download, save, push, and load with or without the package.
+
+    Put it before `DiffusionPipeline` in a pipeline's bases (``class P(HubPipelineMixin, DiffusionPipeline)``).
+    A repo pushed from such a pipeline ships its components' code and the pipeline's own file in diffusers'
+    remote-code layout (see :func:`remote_code_layout`); with ddpm-from-scratch installed, `from_pretrained`
+    maps those entries back to the package's modules and runs no code from the repo.
+    """
+
+
+    @classmethod
+    def download(cls, pretrained_model_name: str, **kwargs) -> str:
+        r"""Download a pipeline repo into the Hugging Face cache and return its snapshot folder.
+
+        With ddpm-from-scratch installed this fetches ``model_index.json`` and the component folders (not the
+        ``*.py`` files a repo ships for remote code: the package's own modules are used), so a repo pushed by
+        this package loads without ``trust_remote_code``. diffusers' own `download` refuses such a repo unless
+        its code may run, whatever is installed (diffusers issue #2025). ``revision``, ``token``,
+        ``cache_dir``, ``proxies``, ``force_download`` and ``local_files_only`` mean what they mean in
+        diffusers, and so does ``HF_HUB_OFFLINE=1``; when the Hub cannot be reached the cached snapshot is used.
+        Components passed to `from_pretrained` (``unet=...``) are not downloaded.
+
+        When this file runs as a repo's remote code, or with ``custom_pipeline``, it is diffusers' `download`.
+        """
+        if _PACKAGE is None or kwargs.get("custom_pipeline") is not None:
+            return super().download(pretrained_model_name, **kwargs)
+        import json
+        import os
+        import re
+
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        hub_kwargs = {name: kwargs.get(name) for name in ("cache_dir", "proxies", "token", "revision")}
+        hub_kwargs["force_download"] = bool(kwargs.get("force_download"))
+        hub_kwargs["local_files_only"] = bool(kwargs.get("local_files_only"))
+        index_file = hf_hub_download(pretrained_model_name, cls.config_name, **hub_kwargs)
+        with open(index_file, encoding="utf-8") as file:
+            index = json.load(file)
+        # The snapshot folder is named by its commit: pin the rest of the download to the same commit.
+        commit = os.path.basename(os.path.dirname(index_file))
+        if re.fullmatch(r"[0-9a-f]{40}", commit):
+            hub_kwargs["revision"] = commit
+        components = [name for name, value in index.items() if _is_component_entry(name, value)]
+        allow_patterns = [cls.config_name] + [f"{name}/*" for name in components if name not in kwargs]
+        return snapshot_download(pretrained_model_name, allow_patterns=allow_patterns, ignore_patterns=["*.py"],
+                                 **hub_kwargs)
+
+    @classmethod
+    def load_config(cls, pretrained_model_name_or_path, *args, **kwargs):
+        r"""`ConfigMixin.load_config`, with a Hub repo's remote-code entries mapped to the installed package.
+
+        In a repo pushed by this package ``model_index.json`` names the code shipped in the repo
+        (``"unet": ["unet", "DDPMFromScratchUNet"]``, ``"_class_name": ["pipeline", ...]``); with the package
+        installed these become ``["ddpm_from_scratch.unet", "DDPMFromScratchUNet"]`` and a plain class name, so
+        `from_pretrained` imports the package instead of running the repo's files.
+        """
+        loaded = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
+        if isinstance(loaded, tuple):
+            return (cls._package_entries(loaded[0]), *loaded[1:])
+        return cls._package_entries(loaded)
+
+    @staticmethod
+    def _package_entries(config: dict) -> dict:
+        if _PACKAGE is None:
+            return config
+        import importlib
+
+        def package_module(library: str, class_name: str) -> str | None:
+            if library.split(".")[0] in _LIBRARIES or library.startswith(f"{_PACKAGE}."):
+                return None
+            for module in _PACKAGE_MODULES.get(library.rpartition(".")[2], ()):
+                if hasattr(importlib.import_module(f"{_PACKAGE}.{module}"), class_name):
+                    return f"{_PACKAGE}.{module}"
+            return None
+
+        config = dict(config)
+        pipeline = config.get("_class_name")
+        if isinstance(pipeline, (list, tuple)) and len(pipeline) == 2 and package_module(*pipeline):
+            config["_class_name"] = pipeline[1]
+        for name, value in list(config.items()):
+            if _is_component_entry(name, value) and isinstance(value[0], str):
+                module = package_module(value[0], value[1])
+                if module is not None:
+                    config[name] = [module, value[1]]
+        return config
+
+    def _code_files(self) -> tuple[dict[str, str], str | None]:
+        """The source files to ship: {component module: file} and the pipeline's own file."""
+        modules = {}
+        for component in self.components.values():
+            cls = type(component)
+            if component is None or cls.__module__.split(".")[0] in _LIBRARIES + ("builtins",):
+                continue
+            try:
+                modules[cls.__module__] = inspect.getsourcefile(cls)
+            except TypeError:  # a class without a source file
+                continue
+        try:
+            pipeline_file = inspect.getsourcefile(type(self))
+        except TypeError:
+            pipeline_file = None
+        return {module: path for module, path in modules.items() if path}, pipeline_file
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        revision: str | None = None,
+    ) -> str:
+        r"""Upload the pipeline to the Hub repo `repo_id` (created if needed), with its code and a model card.
+
+        The repo gets the pipeline's files, the code of its components in diffusers' remote-code layout
+        (``pipeline.py``, ``unet/unet.py``, ``scheduler/scheduling_ddpm.py``) and, unless the repo already has
+        one, a model card rendered from ddpm-from-scratch's template. It then loads with this package
+        installed, with ``DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`` without it.
+
+        Args:
+            repo_id: ``"user/name"`` (or ``"name"`` in the token's namespace).
+            commit_message: defaults to ``"Upload DDPMFromScratchPipeline"``.
+            private: make a newly created repo private.
+            token: a Hub token; `None` lets huggingface_hub find one (``HF_TOKEN``, then ``hf auth login``'s cache).
+            create_pr: open a pull request instead of committing to the branch.
+            safe_serialization, variant: as in `save_pretrained`.
+            revision: the branch to commit to (created from ``main`` if needed); defaults to ``main``.
+
+        Returns:
+            The commit's url (a ``huggingface_hub.CommitInfo``, whose ``.oid`` is the commit sha).
+
+        Raises:
+            ddpm_from_scratch.hub.HubUploadError: the upload failed (with the repo id and the HTTP status).
+        """
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant)
+            return self._push_folder(folder, repo_id, commit_message=commit_message, private=private, token=token,
+                                     create_pr=create_pr, revision=revision)
+
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        r"""`DiffusionPipeline.save_pretrained`; with ``push_to_hub=True`` the folder is then uploaded as by
+        `push_to_hub` (code files and model card included; the local folder itself is not changed). Hub
+        arguments: ``repo_id`` (defaults to the folder's name), ``commit_message``, ``private``, ``token``,
+        ``create_pr``, ``revision``."""
+        import os
+
+        hub_kwargs = {name: kwargs.pop(name) for name in ("commit_message", "private", "token", "create_pr",
+                                                          "revision", "repo_id") if name in kwargs}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(str(save_directory)))
+            return self._push_folder(str(save_directory), repo_id, **hub_kwargs)
+
+    def _push_folder(self, folder: str, repo_id: str, commit_message: str | None = None, private: bool | None = None,
+                     token: str | bool | None = None, create_pr: bool = False, revision: str | None = None) -> str:
+        import importlib
+
+        commit_message = commit_message or f"Upload {type(self).__name__}"
+        module_files, pipeline_file = self._code_files()
+        if _PACKAGE is not None:
+            hub = importlib.import_module(f"{_PACKAGE}.hub")
+            return hub.push_pipeline_folder(folder, repo_id, token=token, private=bool(private),
+                                            commit_message=commit_message, revision=revision, create_pr=create_pr,
+                                            module_files=module_files, pipeline_file=pipeline_file)
+        return _push_folder_without_package(folder, repo_id, module_files, pipeline_file, commit_message=commit_message,
+                                            private=private, token=token, create_pr=create_pr, revision=revision)
+
+
+class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
     r"""
     Unconditional image generation with a DDPM.
 
@@ -252,169 +425,6 @@ class DDPMFromScratchPipeline(DiffusionPipeline):
             raise ImportError("variational_bound needs `pip install ddpm-from-scratch`.") from error
         return variational_bound(self.unet, self.scheduler, images.to(self._execution_device), generator=generator,
                                  **kwargs)
-
-    # ------------------------------------------------------------------------------------------ the Hub
-
-    @classmethod
-    def download(cls, pretrained_model_name: str, **kwargs) -> str:
-        r"""Download a pipeline repo into the Hugging Face cache and return its snapshot folder.
-
-        With ddpm-from-scratch installed this fetches ``model_index.json`` and the component folders (not the
-        ``*.py`` files a repo ships for remote code: the package's own modules are used), so a repo pushed by
-        this package loads without ``trust_remote_code``. diffusers' own `download` refuses such a repo unless
-        its code may run, whatever is installed (diffusers issue #2025). ``revision``, ``token``,
-        ``cache_dir``, ``proxies``, ``force_download`` and ``local_files_only`` mean what they mean in
-        diffusers, and so does ``HF_HUB_OFFLINE=1``; when the Hub cannot be reached the cached snapshot is used.
-        Components passed to `from_pretrained` (``unet=...``) are not downloaded.
-
-        When this file runs as a repo's remote code, or with ``custom_pipeline``, it is diffusers' `download`.
-        """
-        if _PACKAGE is None or kwargs.get("custom_pipeline") is not None:
-            return super().download(pretrained_model_name, **kwargs)
-        import json
-        import os
-        import re
-
-        from huggingface_hub import hf_hub_download, snapshot_download
-
-        hub_kwargs = {name: kwargs.get(name) for name in ("cache_dir", "proxies", "token", "revision")}
-        hub_kwargs["force_download"] = bool(kwargs.get("force_download"))
-        hub_kwargs["local_files_only"] = bool(kwargs.get("local_files_only"))
-        index_file = hf_hub_download(pretrained_model_name, cls.config_name, **hub_kwargs)
-        with open(index_file, encoding="utf-8") as file:
-            index = json.load(file)
-        # The snapshot folder is named by its commit: pin the rest of the download to the same commit.
-        commit = os.path.basename(os.path.dirname(index_file))
-        if re.fullmatch(r"[0-9a-f]{40}", commit):
-            hub_kwargs["revision"] = commit
-        components = [name for name, value in index.items() if _is_component_entry(name, value)]
-        allow_patterns = [cls.config_name] + [f"{name}/*" for name in components if name not in kwargs]
-        return snapshot_download(pretrained_model_name, allow_patterns=allow_patterns, ignore_patterns=["*.py"],
-                                 **hub_kwargs)
-
-    @classmethod
-    def load_config(cls, pretrained_model_name_or_path, *args, **kwargs):
-        r"""`ConfigMixin.load_config`, with a Hub repo's remote-code entries mapped to the installed package.
-
-        In a repo pushed by this package ``model_index.json`` names the code shipped in the repo
-        (``"unet": ["unet", "DDPMFromScratchUNet"]``, ``"_class_name": ["pipeline", ...]``); with the package
-        installed these become ``["ddpm_from_scratch.unet", "DDPMFromScratchUNet"]`` and a plain class name, so
-        `from_pretrained` imports the package instead of running the repo's files.
-        """
-        loaded = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
-        if isinstance(loaded, tuple):
-            return (cls._package_entries(loaded[0]), *loaded[1:])
-        return cls._package_entries(loaded)
-
-    @staticmethod
-    def _package_entries(config: dict) -> dict:
-        if _PACKAGE is None:
-            return config
-        import importlib
-
-        def package_module(library: str, class_name: str) -> str | None:
-            if library.split(".")[0] in _LIBRARIES or library.startswith(f"{_PACKAGE}."):
-                return None
-            module = _PACKAGE_MODULES.get(library.rpartition(".")[2])
-            if module is None or not hasattr(importlib.import_module(f"{_PACKAGE}.{module}"), class_name):
-                return None
-            return f"{_PACKAGE}.{module}"
-
-        config = dict(config)
-        pipeline = config.get("_class_name")
-        if isinstance(pipeline, (list, tuple)) and len(pipeline) == 2 and package_module(*pipeline):
-            config["_class_name"] = pipeline[1]
-        for name, value in list(config.items()):
-            if _is_component_entry(name, value) and isinstance(value[0], str):
-                module = package_module(value[0], value[1])
-                if module is not None:
-                    config[name] = [module, value[1]]
-        return config
-
-    def _code_files(self) -> tuple[dict[str, str], str | None]:
-        """The source files to ship: {component module: file} and the pipeline's own file."""
-        modules = {}
-        for component in self.components.values():
-            cls = type(component)
-            if component is None or cls.__module__.split(".")[0] in _LIBRARIES + ("builtins",):
-                continue
-            try:
-                modules[cls.__module__] = inspect.getsourcefile(cls)
-            except TypeError:  # a class without a source file
-                continue
-        try:
-            pipeline_file = inspect.getsourcefile(type(self))
-        except TypeError:
-            pipeline_file = None
-        return {module: path for module, path in modules.items() if path}, pipeline_file
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | bool | None = None,
-        create_pr: bool = False,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        revision: str | None = None,
-    ) -> str:
-        r"""Upload the pipeline to the Hub repo `repo_id` (created if needed), with its code and a model card.
-
-        The repo gets the pipeline's files, the code of its components in diffusers' remote-code layout
-        (``pipeline.py``, ``unet/unet.py``, ``scheduler/scheduling_ddpm.py``) and, unless the repo already has
-        one, a model card rendered from ddpm-from-scratch's template. It then loads with this package
-        installed, with ``DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`` without it.
-
-        Args:
-            repo_id: ``"user/name"`` (or ``"name"`` in the token's namespace).
-            commit_message: defaults to ``"Upload DDPMFromScratchPipeline"``.
-            private: make a newly created repo private.
-            token: a Hub token; `None` lets huggingface_hub find one (``HF_TOKEN``, then ``hf auth login``'s cache).
-            create_pr: open a pull request instead of committing to the branch.
-            safe_serialization, variant: as in `save_pretrained`.
-            revision: the branch to commit to (created from ``main`` if needed); defaults to ``main``.
-
-        Returns:
-            The commit's url (a ``huggingface_hub.CommitInfo``, whose ``.oid`` is the commit sha).
-
-        Raises:
-            ddpm_from_scratch.hub.HubUploadError: the upload failed (with the repo id and the HTTP status).
-        """
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant)
-            return self._push_folder(folder, repo_id, commit_message=commit_message, private=private, token=token,
-                                     create_pr=create_pr, revision=revision)
-
-    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
-        r"""`DiffusionPipeline.save_pretrained`; with ``push_to_hub=True`` the folder is then uploaded as by
-        `push_to_hub` (code files and model card included; the local folder itself is not changed). Hub
-        arguments: ``repo_id`` (defaults to the folder's name), ``commit_message``, ``private``, ``token``,
-        ``create_pr``, ``revision``."""
-        import os
-
-        hub_kwargs = {name: kwargs.pop(name) for name in ("commit_message", "private", "token", "create_pr",
-                                                          "revision", "repo_id") if name in kwargs}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if push_to_hub:
-            repo_id = hub_kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(str(save_directory)))
-            return self._push_folder(str(save_directory), repo_id, **hub_kwargs)
-
-    def _push_folder(self, folder: str, repo_id: str, commit_message: str | None = None, private: bool | None = None,
-                     token: str | bool | None = None, create_pr: bool = False, revision: str | None = None) -> str:
-        import importlib
-
-        commit_message = commit_message or f"Upload {type(self).__name__}"
-        module_files, pipeline_file = self._code_files()
-        if _PACKAGE is not None:
-            hub = importlib.import_module(f"{_PACKAGE}.hub")
-            return hub.push_pipeline_folder(folder, repo_id, token=token, private=bool(private),
-                                            commit_message=commit_message, revision=revision, create_pr=create_pr,
-                                            module_files=module_files, pipeline_file=pipeline_file)
-        return _push_folder_without_package(folder, repo_id, module_files, pipeline_file, commit_message=commit_message,
-                                            private=private, token=token, create_pr=create_pr, revision=revision)
 
     # ------------------------------------------------------------------------------------- plain diffusers
 

@@ -104,6 +104,21 @@ def betas_for_schedule(
     raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
 
 
+def log_snr_linear_betas(num_train_timesteps: int, log_snr_max: float, log_snr_min: float) -> torch.Tensor:
+    """β_0..β_{T−1} (float64) whose log SNR_t = log(ᾱ_t / (1 − ᾱ_t)) falls linearly from `log_snr_max` to `log_snr_min`.
+
+    ᾱ_t = sigmoid(log SNR_t) and β_t = 1 − ᾱ_t / ᾱ_{t−1} (ᾱ_{−1} = 1). Equal steps in log SNR share the
+    bound's bits evenly over a short chain, and `log_snr_max` sets the first step's noise σ² ≈ e^{−log_snr_max},
+    the decoder's resolution. Pass the result as ``trained_betas``.
+    """
+    if not log_snr_max > log_snr_min:
+        raise ValueError(f"log_snr_max must exceed log_snr_min, got {log_snr_max} and {log_snr_min}")
+    log_snr = torch.linspace(log_snr_max, log_snr_min, num_train_timesteps, dtype=torch.float64)
+    alphas_cumprod = torch.sigmoid(log_snr)
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    return 1 - alphas_cumprod / previous
+
+
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Rescale β so that ᾱ_{T−1} = 0: zero terminal SNR (Lin et al. 2023, Algorithm 1).
 

@@ -1,0 +1,72 @@
+"""Training the toy problems' networks on the bound itself (Sohl-Dickstein et al. trained on K).
+
+One step draws a batch of data, a timestep per sample from a `timestep_sampling` sampler (uniform,
+or loss-aware: the importance weights keep the estimate of Σ_t L_t unbiased), x_t ~ q(x_t | x_0), and
+minimises T · L_t per sample: the binomial KL of `BinomialDiffusionScheduler.vb_term`, or the Gaussian
+`losses.vlb_loss` with the continuous decoder. Every draw goes through one generator seeded by `seed`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .losses import training_losses
+from .timestep_sampling import create_timestep_sampler
+from .toy_likelihood import binomial_vlb_loss_bits
+
+
+def binomial_batch_loss(model, scheduler, sequences: torch.Tensor, timesteps: torch.Tensor,
+                        generator: torch.Generator) -> torch.Tensor:
+    """T · L_t in bits for each binary sequence at its timestep, ``(B,)``."""
+    noisy = scheduler.add_noise(sequences, timesteps, generator=generator)
+    return binomial_vlb_loss_bits(model(noisy, timesteps).sample, scheduler, noisy, sequences, timesteps)
+
+
+def point_batch_loss(model, scheduler, points: torch.Tensor, timesteps: torch.Tensor,
+                     generator: torch.Generator) -> torch.Tensor:
+    """T · L_t in bits for each point at its timestep (L_vlb with the continuous decoder), ``(B,)``."""
+    noise = torch.randn(points.shape, generator=generator)
+    noisy = scheduler.add_noise(points, noise, timesteps)
+    losses = training_losses("vlb", scheduler, model(noisy, timesteps).sample, noise, noisy, points, timesteps,
+                             decoder="continuous")
+    return losses["loss"] * points[0].numel()
+
+
+def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_train_steps: int, batch_size: int,
+              learning_rate: float, seed: int, timestep_sampler: str = "loss-aware",
+              callback: Callable[[int, float], None] | None = None, progress: bool = True) -> list[float]:
+    """Adam on the weighted mean of `batch_loss` over batches of `data` (with replacement); the learning rate
+    decays linearly to zero over the last half. Returns the mean loss (bits per sample) of each step."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = create_timestep_sampler(timestep_sampler, scheduler.config.num_train_timesteps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    half = max_train_steps // 2
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 if step < half else max(0.0, (max_train_steps - step) / (max_train_steps - half)))
+    history = []
+    model.train()
+    steps = range(max_train_steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="training", mininterval=2.0)
+    for step in steps:
+        rows = torch.randint(len(data), (batch_size,), generator=generator)
+        timesteps, weights = sampler.sample(batch_size, generator)
+        losses = batch_loss(model, scheduler, data[rows], timesteps, generator)
+        loss = (losses * weights).mean()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        sampler.update(timesteps, losses.detach())
+        history.append(loss.item())
+        if callback is not None:
+            callback(step + 1, loss.item())
+    model.eval()
+    return history
