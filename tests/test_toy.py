@@ -208,3 +208,23 @@ def test_the_heartbeat_optimum_and_the_mixture_baseline_are_what_they_claim(tiny
     train, test = torch.randn(20_000, 2, generator=rng) * 0.5, torch.randn(20_000, 2, generator=rng) * 0.5
     want = -math.log2(2 * math.pi * math.e * 0.25)
     assert tiny_tasks.gaussian_mixture_bits(train, test, 1, seed=0) == pytest.approx(want, abs=0.03)
+
+
+def test_the_binomial_bound_refuses_data_that_are_not_bits():
+    scheduler, model = heartbeat_chain(T=10)
+    with pytest.raises(ValueError, match="sequences must be binary .* 2.0"):
+        binomial_negative_bound_bits(model, scheduler, torch.full((2, 20), 2.0))
+
+
+def test_the_cross_entropy_term_adds_the_bits_of_the_x0_estimate():
+    scheduler, model = heartbeat_chain(T=20)
+    from ddpm_from_scratch.toy_training import binomial_batch_loss
+
+    data = heartbeat_sequences(8, seed=0)
+    t = torch.full((8,), 5)
+    plain = binomial_batch_loss(model, scheduler, data, t, torch.Generator().manual_seed(0))
+    with_ce = binomial_batch_loss(model, scheduler, data, t, torch.Generator().manual_seed(0), cross_entropy_weight=2.0)
+    noisy = scheduler.add_noise(data, t, generator=torch.Generator().manual_seed(0))
+    p = torch.sigmoid(model(noisy, t).sample.double())
+    bits = -(data * torch.log2(p) + (1 - data) * torch.log2(1 - p)).sum(1)
+    torch.testing.assert_close(with_ce - plain, 2.0 * bits)

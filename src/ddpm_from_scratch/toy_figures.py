@@ -17,12 +17,10 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
-def heartbeat_figure(data: torch.Tensor, samples: torch.Tensor, training_loss: Sequence[float],
-                     held_out: Sequence[tuple[int, float]], paper_bits: float, optimum_bits: float,
-                     num_rows: int = 24) -> Figure:
-    """Left: `num_rows` data sequences and `num_rows` samples as black/white rows. Right: K during training,
-    the running mean of −(training loss) and the held-out K at the steps in `held_out` ((step, K) pairs),
-    with the paper's K and the optimum log2(1/5) as horizontal lines."""
+def heartbeat_figure(data: torch.Tensor, samples: torch.Tensor, held_out: Sequence[tuple[int, float]],
+                     paper_bits: float, optimum_bits: float, num_rows: int = 24) -> Figure:
+    """Left: `num_rows` data sequences and `num_rows` samples as black/white rows. Right: the held-out K
+    during training (`held_out`: (step, K) pairs), with the paper's K and the optimum log2(1/5) as lines."""
     figure = plt.figure(figsize=(12, 4.2), layout="constrained")
     grid = figure.add_gridspec(1, 3)
     for column, (title, rows) in enumerate((("data", data), ("samples", samples))):
@@ -33,16 +31,12 @@ def heartbeat_figure(data: torch.Tensor, samples: torch.Tensor, training_loss: S
         ax.set_xlabel("position")
         ax.set_yticks([])
     ax = figure.add_subplot(grid[0, 2])
-    losses = -np.asarray(training_loss, dtype=np.float64)
-    window = max(1, len(losses) // 50)
-    smoothed = np.convolve(losses, np.ones(window) / window, mode="valid")
-    ax.plot(np.arange(window, len(losses) + 1), smoothed, linewidth=1, label="K on training batches (running mean)")
     if held_out:
         steps, values = zip(*held_out)
         ax.plot(steps, values, "o-", label="K on held-out sequences")
     ax.axhline(optimum_bits, color="black", linestyle="--", label=f"optimum log2(1/5) = {optimum_bits:.3f}")
     ax.axhline(paper_bits, color="tab:red", linestyle=":", label=f"Sohl-Dickstein et al. {paper_bits}")
-    ax.set_ylim(optimum_bits - 0.6, optimum_bits + 0.2)
+    ax.set_ylim(optimum_bits - 0.6, optimum_bits + 0.1)
     ax.set_xlabel("training step")
     ax.set_ylabel("K, bits per sequence")
     ax.legend(fontsize=7, loc="lower right")

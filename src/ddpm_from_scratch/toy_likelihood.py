@@ -17,12 +17,14 @@ import math
 import torch
 
 from .likelihood import nats_to_bits_per_dim, prior_kl, vb_terms_bits_per_dim
+from .scheduling_binomial import check_binary
 
 
 @torch.no_grad()
 def binomial_negative_bound_bits(model, scheduler, sequences: torch.Tensor,
                                  generator: torch.Generator | None = None) -> torch.Tensor:
     """L = L_T + Σ_t KL_t + L_0 = −K of each binary sequence, in bits per sequence, ``(B,)`` float64."""
+    check_binary(sequences, "sequences")
     total = scheduler.prior_kl(sequences)
     for t in range(scheduler.config.num_train_timesteps):
         noisy = scheduler.add_noise(sequences, t, generator=generator)
