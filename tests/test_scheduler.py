@@ -1020,3 +1020,23 @@ def test_learned_range_step_matches_diffusers_on_leading_respaced_chains(n):
     """respaced_cases covers learned_range only for trailing/linspace spacing under v-prediction."""
     config = {"variance_type": "learned_range", "timestep_spacing": "leading"}
     run_steps_against_diffusers(config, {"num_inference_steps": n})
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log",
+                                           "learned", "learned_range"])
+@pytest.mark.parametrize("respaced", [False, True], ids=["training-chain", "respaced"])
+def test_get_variance_returns_what_diffusers_returns(variance_type, respaced):
+    ours, theirs = DDPMFromScratchScheduler(), DDPMScheduler()
+    if respaced:
+        ours.set_timesteps(50)
+        theirs.set_timesteps(50)
+    predicted = torch.tensor([[-0.3, 0.7]])
+    for t in ([999, 500, 21, 1, 0] if not respaced else theirs.timesteps[[0, 10, 48, 49]].tolist()):
+        want = theirs._get_variance(t, predicted_variance=predicted, variance_type=variance_type)
+        got = ours._get_variance(t, predicted_variance=predicted, variance_type=variance_type)
+        torch.testing.assert_close(torch.as_tensor(got, dtype=torch.float32), want.float(), rtol=2e-5, atol=1e-12)
+
+
+def test_get_variance_refuses_an_unknown_variance_type():
+    with pytest.raises(ValueError, match="variance_type must be one of"):
+        DDPMFromScratchScheduler()._get_variance(3, variance_type="fixed")

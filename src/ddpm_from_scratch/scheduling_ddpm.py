@@ -854,6 +854,40 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
             return self._require_predicted_variance(predicted_variance)
         return torch.exp(self.model_log_variance(timesteps, predicted_variance, prev_timesteps, like))
 
+    def _get_variance(
+        self,
+        t: int,
+        predicted_variance: torch.Tensor | None = None,
+        variance_type: str | None = None,
+    ) -> torch.Tensor:
+        """diffusers' ``DDPMScheduler._get_variance``, for code written against it (its tests, community pipelines).
+
+        For the step t → t' (the chain's previous timestep), with β'_t = 1 − ᾱ_t/ᾱ_{t'} and
+        β̃_t = (1 − ᾱ_{t'})/(1 − ᾱ_t) β'_t clamped at 1e-20, it returns what diffusers returns, which is not
+        always a variance: ``fixed_small``: β̃_t; ``fixed_small_log``: √β̃_t (a standard deviation);
+        ``fixed_large``: β'_t; ``fixed_large_log``: log β'_t; ``learned``: ``predicted_variance`` as given;
+        ``learned_range``: the log-variance f log β'_t + (1 − f) log β̃_t, f = (v + 1)/2. Prefer
+        `model_variance` / `model_log_variance`, which always return σ_t² / log σ_t².
+        """
+        variance_type = variance_type or self.config.variance_type
+        if variance_type not in VARIANCE_TYPES:
+            raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
+        if variance_type == "learned":
+            return predicted_variance
+        prev = self.previous_timestep(t)
+        tilde_beta = self._coefficient("posterior_variance_clamped", t, prev)
+        beta = self._coefficient("betas", t, prev)
+        if variance_type == "fixed_small":
+            return tilde_beta
+        if variance_type == "fixed_small_log":
+            return tilde_beta.sqrt()
+        if variance_type == "fixed_large":
+            return beta
+        if variance_type == "fixed_large_log":
+            return torch.log(beta)
+        v = self._require_predicted_variance(predicted_variance)
+        return learned_range_log_variance(v, torch.log(tilde_beta), torch.log(beta))
+
     def _require_predicted_variance(self, predicted_variance: torch.Tensor | None) -> torch.Tensor:
         if predicted_variance is None:
             raise ValueError(
