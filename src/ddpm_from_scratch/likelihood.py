@@ -350,6 +350,29 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
     return k.clamp(0, 255) / 127.5 - 1
 
 
+def ddpm_chain(scheduler: Any) -> DDPMFromScratchScheduler:
+    """The DDPM chain a scheduler's config describes, as a `DDPMFromScratchScheduler` (whose methods give the bound).
+
+    Our scheduler is returned as it is; diffusers' `DDPMScheduler`, or any scheduler whose config
+    `DDPMFromScratchScheduler.from_config` accepts (the β schedule, ``prediction_type``, ``variance_type``,
+    ``clip_sample``, thresholding), is mapped to one, so its bound is exactly the one our scheduler gives for
+    the same config. A config that names something our scheduler refuses is a ValueError naming the class and,
+    through our scheduler's own message, the key.
+    """
+    from .scheduling_ddpm import DDPMFromScratchScheduler
+
+    if hasattr(scheduler, "q_posterior_mean_variance"):  # ours, or anything with its named methods
+        return scheduler
+    config = getattr(scheduler, "config", None)
+    if config is None:
+        raise ValueError(f"the bound needs a DDPM scheduler config; {type(scheduler).__name__} has none")
+    try:
+        return DDPMFromScratchScheduler.from_config(dict(config))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"the bound needs the DDPM chain of the scheduler's config, and {type(scheduler).__name__}'s "
+                         f"config cannot give one: {error}") from None
+
+
 def _check_scheduler(scheduler: DDPMFromScratchScheduler) -> None:
     variance_type = scheduler.config.variance_type
     if variance_type not in SUPPORTED_VARIANCE_TYPES:
@@ -433,6 +456,7 @@ def variational_bound(
             scheduler settings; a bad ``batch_timesteps``.
     """
     x0 = check_images(images)
+    scheduler = ddpm_chain(scheduler)
     _check_scheduler(scheduler)
     num_images, device = x0.shape[0], x0.device
     num_timesteps = scheduler.config.num_train_timesteps
