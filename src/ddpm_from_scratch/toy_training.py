@@ -52,10 +52,12 @@ def point_batch_loss(model, scheduler, points: torch.Tensor, timesteps: torch.Te
 
 
 def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_train_steps: int, batch_size: int,
-              learning_rate: float, seed: int, timestep_sampler: str = "loss-aware",
+              learning_rate: float, seed: int, timestep_sampler: str = "loss-aware", ema_decay: float = 0.999,
               callback: Callable[[int, float], None] | None = None, progress: bool = True) -> list[float]:
     """Adam on the weighted mean of `batch_loss` over batches of `data` (with replacement); the learning rate
-    decays linearly to zero over the last half. Returns the mean loss (bits per sample) of each step."""
+    decays linearly to zero over the last half. The model ends with the exponential moving average of its
+    weights (``ema_decay``; 0 keeps the last weights), which `callback` also sees. Returns the mean loss
+    (bits per sample) of each step."""
     generator = torch.Generator().manual_seed(seed)
     sampler = create_timestep_sampler(timestep_sampler, scheduler.config.num_train_timesteps)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
@@ -63,6 +65,7 @@ def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_tr
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 1.0 if step < half else max(0.0, (max_train_steps - step) / (max_train_steps - half)))
     history = []
+    average = [p.detach().clone() for p in model.parameters()]
     model.train()
     steps = range(max_train_steps)
     if progress:
@@ -82,7 +85,32 @@ def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_tr
         schedule.step()
         sampler.update(timesteps, losses.detach())
         history.append(loss.item())
+        with torch.no_grad():
+            for kept, current in zip(average, model.parameters()):
+                kept.lerp_(current, 1 - ema_decay)
         if callback is not None:
-            callback(step + 1, loss.item())
+            with _swapped(model, average):
+                callback(step + 1, loss.item())
+    with torch.no_grad():
+        for kept, current in zip(average, model.parameters()):
+            current.copy_(kept)
     model.eval()
     return history
+
+
+class _swapped:
+    """Within the block the model holds `weights`; its own come back after."""
+
+    def __init__(self, model, weights):
+        self.model, self.weights = model, weights
+
+    def __enter__(self):
+        self.saved = [p.detach().clone() for p in self.model.parameters()]
+        with torch.no_grad():
+            for p, w in zip(self.model.parameters(), self.weights):
+                p.copy_(w)
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for p, w in zip(self.model.parameters(), self.saved):
+                p.copy_(w)
