@@ -231,7 +231,9 @@ def test_dropout_zeroes_a_fraction_p_and_rescales_the_rest():
 
 def test_config_registers_every_constructor_argument():
     model = DDPMFromScratchUNet(**TINY)
-    assert public(model.config) == TINY
+    # The diffusers-layout options default to the DDPM paper's layout.
+    ddpm_layout = {"attention_head_dim": None, "flip_sin_to_cos": False, "freq_shift": 1.0, "downsample_padding": 0}
+    assert public(model.config) == {**TINY, **ddpm_layout}
 
 
 def test_unknown_preset_error_lists_the_available_names():
@@ -280,7 +282,9 @@ def test_ddpm_cifar10_preset_has_the_paper_size(google_cifar10_unet):
 
 def test_google_ddpm_cifar10_converts_to_the_preset_and_agrees(google_cifar10_unet):
     ours = DDPMFromScratchUNet.from_unet2d(google_cifar10_unet)
-    assert public(ours.config) == dict(PRESETS["ddpm-cifar10"], dropout=0.0)  # the hub config has no dropout
+    ddpm_layout = {"attention_head_dim": None, "flip_sin_to_cos": False, "freq_shift": 1.0, "downsample_padding": 0}
+    # the hub config has no dropout
+    assert public(ours.config) == dict(PRESETS["ddpm-cifar10"], dropout=0.0, **ddpm_layout)
     x, _ = inputs(GOOGLE_DDPM_CIFAR10, batch=1)
     assert_same_outputs(ours, google_cifar10_unet, x, [0, torch.tensor(999), torch.tensor([500])])
 
@@ -344,15 +348,12 @@ def test_round_trip_through_unet2d_keeps_weights_bit_identical():
 REFUSED = [
     # (UNet2DModel overrides, the option the error must name)
     (dict(time_embedding_type="fourier"), "time_embedding_type"),
-    (dict(flip_sin_to_cos=True), "flip_sin_to_cos"),
-    (dict(freq_shift=0), "freq_shift"),
     (dict(time_embedding_dim=100), "time_embedding_dim"),
     (dict(center_input_sample=True), "center_input_sample"),
     (dict(class_embed_type="timestep"), "class_embed_type"),
     (dict(num_class_embeds=10), "num_class_embeds"),
     (dict(act_fn="mish"), "act_fn"),
     (dict(resnet_time_scale_shift="scale_shift"), "resnet_time_scale_shift"),
-    (dict(downsample_padding=1), "downsample_padding"),
     (dict(downsample_type="resnet"), "downsample_type"),
     (dict(upsample_type="resnet"), "upsample_type"),
     (dict(mid_block_type=None), "mid_block_type"),
@@ -363,14 +364,7 @@ REFUSED = [
     (dict(down_block_types=("DownBlock2D", "ResnetDownsampleBlock2D")), "down_block_types"),
     (dict(up_block_types=("UpBlock2D", "AttnUpBlock2D")), "up_block_types"),  # attention at the wrong level
     (dict(attention_head_dim=12), "attention_head_dim"),  # does not divide 32 channels
-    (  # 16-channel and 32-channel attention blocks with 8-wide heads: 2 heads vs 4
-        dict(
-            down_block_types=("AttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "AttnUpBlock2D"),
-            attention_head_dim=8,
-        ),
-        "attention_head_dim",
-    ),
+    (dict(downsample_padding=2), "downsample_padding"),
 ]
 
 
@@ -470,3 +464,48 @@ def test_a_learned_variance_unet_converts_to_unet2d_and_back_exactly():
     assert ours_state.keys() == back_state.keys()
     for key, value in ours_state.items():
         assert torch.equal(value, back_state[key]), key
+
+
+# Layouts of UNet2DModels people train with diffusers, at small widths (same options, fewer channels).
+DIFFUSERS_LAYOUTS = {
+    # UNet2DModel() defaults: cosines first, freq_shift 0, symmetric down-sampling padding, 8-wide heads
+    # (so 4, 8 and 12 heads at the attention levels), norm_eps 1e-5.
+    "UNet2DModel-defaults": dict(sample_size=16, block_out_channels=(32, 64, 96, 128), norm_num_groups=8),
+    # diffusers' examples/unconditional_image_generation/train_unconditional.py: 6 levels, attention at the 5th.
+    "train_unconditional": dict(
+        sample_size=32, layers_per_block=2, block_out_channels=(16, 16, 32, 32, 64, 64), norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D",
+                          "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    ),
+    # google/ddpm-cifar10-32: the DDPM paper's layout.
+    "ddpm-cifar10-32": dict(
+        sample_size=16, block_out_channels=(32, 64, 64, 64), norm_num_groups=8, norm_eps=1e-6,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        flip_sin_to_cos=False, freq_shift=1, downsample_padding=0, attention_head_dim=None,
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", list(DIFFUSERS_LAYOUTS))
+def test_diffusers_layouts_convert_with_the_same_outputs_both_ways(layout):
+    torch.manual_seed(0)
+    theirs = UNet2DModel(in_channels=3, out_channels=3, **DIFFUSERS_LAYOUTS[layout]).eval()
+    size = theirs.config.sample_size
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([3, 917])
+    with torch.no_grad():
+        want = theirs(x, t).sample
+        ours = DDPMFromScratchUNet.from_unet2d(theirs).eval()
+        torch.testing.assert_close(ours(x, t).sample, want, rtol=1e-5, atol=1e-5)
+        back = ours.to_unet2d().eval()
+        torch.testing.assert_close(back(x, t).sample, want, rtol=1e-5, atol=1e-5)
+    assert {k: back.config[k] for k in ("flip_sin_to_cos", "freq_shift", "downsample_padding", "attention_head_dim")} \
+        == {k: theirs.config[k] for k in ("flip_sin_to_cos", "freq_shift", "downsample_padding", "attention_head_dim")}
+
+
+def test_the_default_layouts_attention_heads_follow_the_head_width_per_level():
+    ours = DDPMFromScratchUNet.from_unet2d(UNet2DModel(**DIFFUSERS_LAYOUTS["UNet2DModel-defaults"]))
+    heads = [block.heads for level in ours.down_levels for block in level.attentions] + [ours.middle.attention.heads]
+    assert sorted(set(heads)) == [8, 12, 16]  # 64/8, 96/8, 128/8 (middle 128/8)

@@ -84,7 +84,7 @@ del _name
 # --------------------------------------------------------------------------------------
 
 
-def sinusoidal_embedding(timesteps: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+def sinusoidal_embedding(timesteps: torch.Tensor, frequencies: torch.Tensor, flip_sin_to_cos: bool = False) -> torch.Tensor:
     """The Transformer's sinusoidal position embedding, applied to diffusion timesteps.
 
     ``emb[b] = [sin(t_b ω_0), …, sin(t_b ω_{d/2-1}), cos(t_b ω_0), …, cos(t_b ω_{d/2-1})]``
@@ -95,12 +95,15 @@ def sinusoidal_embedding(timesteps: torch.Tensor, frequencies: torch.Tensor) -> 
         timesteps: ``(B,)`` timesteps, integer or fractional.
         frequencies: ``(d/2,)`` the ω_i, float32.
 
+        flip_sin_to_cos: put the cosines first (diffusers' ``UNet2DModel`` default; DDPM puts sines first).
+
     Returns:
         ``(B, d)`` float32 embedding (``d = 2 · len(frequencies)``).
     """
     # Always float32: at t ≈ 1000 the phases need more precision than fp16/bf16 have.
     angles = timesteps.to(torch.float32)[:, None] * frequencies[None, :]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    halves = [torch.cos(angles), torch.sin(angles)] if flip_sin_to_cos else [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(halves, dim=-1)
 
 
 class TimestepEmbedding(nn.Module):
@@ -110,21 +113,24 @@ class TimestepEmbedding(nn.Module):
     to ``embedding_dim`` (4 × base channels in DDPM).
     """
 
-    def __init__(self, channels: int, embedding_dim: int):
+    def __init__(self, channels: int, embedding_dim: int, flip_sin_to_cos: bool = False, freq_shift: float = 1.0):
         super().__init__()
         self.channels = channels
+        self.flip_sin_to_cos = flip_sin_to_cos
+        self.freq_shift = freq_shift
         # The frequencies depend only on the width: compute them once. Not persistent —
         # they are not learned and do not belong in a checkpoint.
-        self.register_buffer("frequencies", self._frequencies(channels), persistent=False)
+        self.register_buffer("frequencies", self._frequencies(channels, freq_shift=freq_shift), persistent=False)
         self.linear_1 = nn.Linear(channels, embedding_dim)
         self.linear_2 = nn.Linear(embedding_dim, embedding_dim)
 
     @staticmethod
-    def _frequencies(channels: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    def _frequencies(channels: int, device: Optional[torch.device] = None, freq_shift: float = 1.0) -> torch.Tensor:
         half = channels // 2
-        # ω_i = 10000^(-i / (half - 1)), i = 0 … half-1, worked out in float64 and rounded
-        # once to float32 (max(…, 1) guards half = 1).
-        exponent = torch.arange(half, dtype=torch.float64) / max(half - 1, 1)
+        # ω_i = 10000^(-i / (half - s)), i = 0 … half-1, s = freq_shift (DDPM: 1, so the last is exactly
+        # 1/10000; UNet2DModel's default: 0), worked out in float64 and rounded once to float32 (the
+        # max(…, 1) guards half = s).
+        exponent = torch.arange(half, dtype=torch.float64) / max(half - freq_shift, 1)
         return torch.exp(-math.log(10000.0) * exponent).to(device=device, dtype=torch.float32)
 
     def _apply(self, fn, *args, **kwargs):
@@ -132,12 +138,12 @@ class TimestepEmbedding(nn.Module):
         # float32 on the new device instead: rounded to fp16 they would shift the phase
         # of large t by a sizeable fraction of a radian.
         super()._apply(fn, *args, **kwargs)
-        self.frequencies = self._frequencies(self.channels, device=self.frequencies.device)
+        self.frequencies = self._frequencies(self.channels, device=self.frequencies.device, freq_shift=self.freq_shift)
         return self
 
     def forward(self, timesteps: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``(B,)`` timesteps → ``(B, embedding_dim)`` conditioning vectors in ``dtype``."""
-        emb = sinusoidal_embedding(timesteps, self.frequencies)
+        emb = sinusoidal_embedding(timesteps, self.frequencies, self.flip_sin_to_cos)
         if self.channels % 2 == 1:  # odd width: one zero column, so the shapes still fit
             emb = F.pad(emb, (0, 1))
         emb = emb.to(dtype)
@@ -239,14 +245,19 @@ class Downsample(nn.Module):
 
     The input is zero-padded on the right and bottom only (TensorFlow's "SAME" for an
     even size, as in the DDPM code), so output pixel (i, j) sees input rows 2i … 2i+2.
+    With ``padding=1`` (diffusers' ``UNet2DModel`` default) the convolution pads one pixel on every
+    side instead, so output pixel (i, j) sees input rows 2i−1 … 2i+1.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, padding: int = 0):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2)
+        if padding not in (0, 1):
+            raise ValueError(f"downsample_padding must be 0 or 1, got {padding}")
+        self.padding = padding
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
+        return self.conv(x if self.padding else F.pad(x, (0, 1, 0, 1)))
 
 
 class Upsample(nn.Module):
@@ -332,6 +343,13 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         dropout: dropout probability inside every residual block (before its second conv).
         norm_num_groups: groups of every GroupNorm; must divide every channel count.
         norm_eps: epsilon of every GroupNorm.
+        attention_head_dim: if set, every attention block gets ``channels // attention_head_dim`` heads
+            instead of ``attention_heads`` (how diffusers' ``UNet2DModel`` counts them, 8 by default there).
+        flip_sin_to_cos: the timestep embedding puts cosines first (``UNet2DModel``'s default), not sines (DDPM).
+        freq_shift: s in the embedding's frequencies 10000^(−i/(d/2 − s)): 1 in DDPM, 0 by ``UNet2DModel``'s
+            default.
+        downsample_padding: 0 pads right/bottom before each stride-2 convolution (DDPM); 1 pads every side
+            (``UNet2DModel``'s default).
     """
 
     _supports_gradient_checkpointing = True
@@ -352,6 +370,10 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         dropout: float = 0.1,
         norm_num_groups: int = 32,
         norm_eps: float = 1e-6,
+        attention_head_dim: Optional[int] = None,
+        flip_sin_to_cos: bool = False,
+        freq_shift: float = 1.0,
+        downsample_padding: int = 0,
     ):
         super().__init__()
         # JSON turns tuples into lists; keep the config the same whichever way it came.
@@ -375,7 +397,15 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         def res_block(c_in: int, c_out: int) -> ResidualBlock:
             return ResidualBlock(c_in, c_out, temb_channels, dropout, groups, eps)
 
-        self.time_embedding = TimestepEmbedding(base_channels, temb_channels)
+        def heads_for(width: int) -> int:
+            if attention_head_dim is None:
+                return attention_heads
+            if width % attention_head_dim:
+                raise ValueError(f"attention_head_dim={attention_head_dim} does not divide an attention block's "
+                                 f"{width} channels")
+            return width // attention_head_dim
+
+        self.time_embedding = TimestepEmbedding(base_channels, temb_channels, flip_sin_to_cos, freq_shift)
         self.conv_in = nn.Conv2d(in_channels, base_channels, kernel_size=3, padding=1)
 
         # Encoder. `skip_channels` records the width of every activation the decoder
@@ -389,16 +419,16 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             for _ in range(num_res_blocks):
                 blocks.append(res_block(channels, out))
                 if i in attention_levels:
-                    attentions.append(AttentionBlock(out, attention_heads, groups, eps))
+                    attentions.append(AttentionBlock(out, heads_for(out), groups, eps))
                 channels = out
                 skip_channels.append(channels)
-            downsample = Downsample(channels) if i < num_levels - 1 else None
+            downsample = Downsample(channels, downsample_padding) if i < num_levels - 1 else None
             if downsample is not None:
                 skip_channels.append(channels)
             down_levels.append(Level(blocks, attentions, downsample))
         self.down_levels = nn.ModuleList(down_levels)
 
-        self.middle = Middle(channels, temb_channels, attention_heads, dropout, groups, eps)
+        self.middle = Middle(channels, temb_channels, heads_for(channels), dropout, groups, eps)
 
         # Decoder, built from the lowest resolution up, consuming the skips last-in first-out.
         up_levels = []
@@ -408,7 +438,7 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             for _ in range(num_res_blocks + 1):
                 blocks.append(res_block(channels + skip_channels.pop(), out))
                 if i in attention_levels:
-                    attentions.append(AttentionBlock(out, attention_heads, groups, eps))
+                    attentions.append(AttentionBlock(out, heads_for(out), groups, eps))
                 channels = out
             upsample = Upsample(channels) if i > 0 else None
             up_levels.append(Level(blocks, attentions, upsample))
@@ -611,7 +641,9 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         cfg = self.config
         num_levels = len(cfg.channel_multipliers)
         heads = cfg.attention_heads
-        if heads == 1:
+        if cfg.get("attention_head_dim") is not None:
+            attention_head_dim = cfg.attention_head_dim
+        elif heads == 1:
             attention_head_dim = None  # UNet2DModel: None = one head as wide as the block
         else:
             head_dims = sorted({c // heads for c in self._attention_channels()})
@@ -626,8 +658,8 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             out_channels=cfg.out_channels,
             center_input_sample=False,
             time_embedding_type="positional",
-            flip_sin_to_cos=False,  # sines first
-            freq_shift=1,  # ω_i = 10000^(-i / (d/2 - 1))
+            flip_sin_to_cos=cfg.get("flip_sin_to_cos", False),  # DDPM: sines first
+            freq_shift=cfg.get("freq_shift", 1),  # DDPM: ω_i = 10000^(-i / (d/2 - 1))
             down_block_types=tuple(
                 "AttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in range(num_levels)
             ),
@@ -638,7 +670,7 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             block_out_channels=tuple(cfg.base_channels * m for m in cfg.channel_multipliers),
             layers_per_block=cfg.num_res_blocks,
             mid_block_scale_factor=1,
-            downsample_padding=0,  # pad right/bottom, then stride-2 conv
+            downsample_padding=cfg.get("downsample_padding", 0),  # DDPM: pad right/bottom, then stride-2 conv
             downsample_type="conv",
             upsample_type="conv",
             dropout=cfg.dropout,
@@ -690,15 +722,13 @@ def _config_from_unet2d(cfg: Dict[str, Any]) -> Dict[str, Any]:
     base, num_levels = channels[0], len(channels)
 
     require("time_embedding_type", ["positional"], "the timestep embedding is sinusoidal")
-    require("flip_sin_to_cos", [False], "the embedding is [sin, cos], sines first")
-    require("freq_shift", [1], "the frequencies are 10000^(-i/(d/2-1)), i.e. freq_shift=1")
     require("time_embedding_dim", [None, 4 * base], "the time embedding has 4 × base channels")
     require("center_input_sample", [False], "inputs are used as they are")
     require("class_embed_type", [None], "the network is not class-conditional")
     require("num_class_embeds", [None], "the network is not class-conditional")
     require("act_fn", ["silu", "swish"], "the non-linearity is SiLU")
     require("resnet_time_scale_shift", ["default"], "the timestep enters as an added bias")
-    require("downsample_padding", [0], "down-sampling pads right/bottom only, then a stride-2 conv")
+    require("downsample_padding", [0, 1], "down-sampling pads right/bottom (0) or every side (1)")
     require("downsample_type", ["conv", None], "down-sampling is a strided convolution")
     require("upsample_type", ["conv", None], "up-sampling is nearest-neighbour, then a convolution")
     require("mid_block_type", ["UNetMidBlock2D"], "the middle is (res, attn, res)")
@@ -726,21 +756,15 @@ def _config_from_unet2d(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if sorted(up_attention_levels) != attention_levels:
         refuse("up_block_types", tuple(cfg["up_block_types"]), "attention must sit at the same levels as the encoder's")
 
-    # UNet2DModel gives every attention block channels // attention_head_dim heads (one head
-    # when None); we have one head count for all of them.
+    # UNet2DModel gives every attention block channels // attention_head_dim heads (one head when None);
+    # so does this network when its own attention_head_dim is set.
     head_dim = cfg.get("attention_head_dim")
     attention_channels = [channels[i] for i in attention_levels] + [channels[-1]]
-    if head_dim is None:
-        heads = 1
-    else:
-        head_counts = {c // head_dim for c in attention_channels}
-        if any(c % head_dim for c in attention_channels) or len(head_counts) != 1:
-            refuse(
-                "attention_head_dim",
-                head_dim,
-                f"it must split every attention block (widths {attention_channels}) into the same number of heads",
-            )
-        heads = head_counts.pop()
+    if head_dim is not None and any(c % head_dim for c in attention_channels):
+        refuse("attention_head_dim", head_dim, f"it must divide every attention block's width {attention_channels}")
+    freq_shift = cfg.get("freq_shift", 1)
+    if not isinstance(freq_shift, (int, float)) or freq_shift >= base // 2:
+        refuse("freq_shift", freq_shift, f"it must be a number below half the embedding width {base}")
 
     return dict(
         sample_size=cfg.get("sample_size"),
@@ -750,8 +774,12 @@ def _config_from_unet2d(cfg: Dict[str, Any]) -> Dict[str, Any]:
         channel_multipliers=tuple(multipliers),
         num_res_blocks=cfg["layers_per_block"],
         attention_levels=tuple(attention_levels),
-        attention_heads=heads,
+        attention_heads=1,
+        attention_head_dim=head_dim,
         dropout=cfg.get("dropout", 0.0),
         norm_num_groups=cfg["norm_num_groups"],
         norm_eps=cfg["norm_eps"],
+        flip_sin_to_cos=bool(cfg.get("flip_sin_to_cos", False)),
+        freq_shift=freq_shift,
+        downsample_padding=cfg.get("downsample_padding", 0),
     )
