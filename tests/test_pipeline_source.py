@@ -46,7 +46,7 @@ def test_a_component_folder_points_to_the_pipeline_folder_above_it(tiny_pipeline
 
 def test_a_pipeline_of_another_kind_is_named(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    with pytest.raises(PipelineSourceError, match="holds a StableDiffusionPipeline, not a DDPMFromScratchPipeline"):
+    with pytest.raises(PipelineSourceError, match="holds a StableDiffusionPipeline, not a DDPMFromScratchPipeline or DDPMPipeline"):
         load_pipeline(str(tmp_path))
 
 

@@ -428,6 +428,33 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------- plain diffusers
 
+    @classmethod
+    def from_diffusers(cls, pipeline: DiffusionPipeline) -> "DDPMFromScratchPipeline":
+        r"""This package's pipeline for diffusers' own `DDPMPipeline` (`UNet2DModel` + `DDPMScheduler`): the inverse
+        of `to_diffusers`.
+
+        The U-Net becomes a `DDPMFromScratchUNet` with the same weights (`DDPMFromScratchUNet.from_unet2d`, which
+        accepts UNet2DModel's own defaults and the DDPM paper's layout and refuses, naming it, any option the
+        network cannot express); the scheduler becomes `DDPMFromScratchScheduler.from_config` of its config. For
+        the same `generator` the samples equal the diffusers pipeline's to float rounding, and the variational
+        bound is available at once. Needs the ddpm-from-scratch package (not only this file).
+        """
+        import importlib
+
+        if _PACKAGE is None:
+            raise ImportError("from_diffusers needs `pip install ddpm-from-scratch`.")
+        unet_class = importlib.import_module(f"{_PACKAGE}.unet").DDPMFromScratchUNet
+        scheduler_class = importlib.import_module(f"{_PACKAGE}.scheduling_ddpm").DDPMFromScratchScheduler
+        unet = pipeline.unet if isinstance(pipeline.unet, unet_class) else unet_class.from_unet2d(pipeline.unet)
+        try:
+            scheduler = scheduler_class.from_config(dict(pipeline.scheduler.config))
+        except ValueError as error:
+            raise ValueError(f"{type(pipeline.scheduler).__name__}'s config has no DDPMFromScratchScheduler "
+                             f"equivalent: {error}") from None
+        converted = cls(unet=unet, scheduler=scheduler)
+        converted.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
+        return converted
+
     def to_diffusers(self) -> DDPMPipeline:
         r"""The same model as diffusers' own `DDPMPipeline`: no code from this package is needed to load or run it.
 

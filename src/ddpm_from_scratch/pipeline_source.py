@@ -47,9 +47,15 @@ def pipeline_class_name(model_index: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
+# The saved pipeline kinds each pipeline class loads: ours also loads diffusers' own DDPMPipeline (UNet2DModel +
+# DDPMScheduler), whose samples and bound it computes as they are.
+LOADABLE_KINDS = {DDPMFromScratchPipeline.__name__: (DDPMFromScratchPipeline.__name__, "DDPMPipeline")}
+
+
 def check_pipeline_folder(folder: str | Path, argument: str = "PIPELINE",
                           expected: str = DDPMFromScratchPipeline.__name__) -> None:
-    """Raise `PipelineSourceError` unless `folder` holds a `model_index.json` naming an `expected` pipeline."""
+    """Raise `PipelineSourceError` unless `folder` holds a `model_index.json` naming a pipeline that the class
+    `expected` loads (`LOADABLE_KINDS`)."""
     folder = Path(folder)
     if not folder.is_dir():
         found = "a file" if folder.exists() else "nothing"
@@ -68,9 +74,10 @@ def check_pipeline_folder(folder: str | Path, argument: str = "PIPELINE",
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise PipelineSourceError(f"{argument} {str(folder)!r}: {MODEL_INDEX} is not valid JSON ({error})") from None
     found = pipeline_class_name(model_index) if isinstance(model_index, dict) else None
-    if found != expected:
+    accepted = LOADABLE_KINDS.get(expected, (expected,))
+    if found not in accepted:
         raise PipelineSourceError(f"{argument} {str(folder)!r} holds a {found or 'pipeline without _class_name'}, "
-                                  f"not a {expected}")
+                                  f"not a {' or '.join(accepted)}")
 
 
 def looks_like_a_path(source: str) -> bool:
