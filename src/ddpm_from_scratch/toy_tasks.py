@@ -38,9 +38,9 @@ TASKS = ("heartbeat", "swiss-roll")
 PAPER_BITS = {"heartbeat": -2.414, "swiss-roll": 2.35}
 
 HEARTBEAT = {"num_train_timesteps": 2000, "stationary_probability": 0.2, "hidden_size": 256, "num_blocks": 3,
-             "max_train_steps": 8000, "batch_size": 256, "learning_rate": 1e-3, "num_train": 10_000,
+             "max_train_steps": 12000, "batch_size": 256, "learning_rate": 1e-3, "num_train": 10_000,
              "num_test": 1000, "num_samples": 1000, "eval_every": 500, "num_eval_during_training": 200,
-             "cross_entropy_weight": 1.0}
+             "cross_entropy_weight": 3.0}
 SWISS_ROLL = {"num_train_timesteps": 40, "log_snr_max": 12.0, "log_snr_min": -9.0, "hidden_size": 256,
               "num_blocks": 4, "max_train_steps": 8000, "batch_size": 512, "learning_rate": 1e-3,
               "num_train": 10_000, "num_test": 5000, "bound_draws": 4, "gmm_components": 50}
