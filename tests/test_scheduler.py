@@ -1040,3 +1040,10 @@ def test_get_variance_returns_what_diffusers_returns(variance_type, respaced):
 def test_get_variance_refuses_an_unknown_variance_type():
     with pytest.raises(ValueError, match="variance_type must be one of"):
         DDPMFromScratchScheduler()._get_variance(3, variance_type="fixed")
+
+
+def test_threshold_sample_under_diffusers_name_matches_diffusers():
+    x = 3 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    config = dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.5)
+    want = DDPMScheduler(**config)._threshold_sample(x)
+    torch.testing.assert_close(DDPMFromScratchScheduler(**config)._threshold_sample(x), want)

@@ -727,6 +727,10 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
         s = torch.clamp(s, min=1, max=self.config.sample_max_value).unsqueeze(1)
         return (torch.clamp(flat, -s, s) / s).reshape(x.shape).to(dtype)
 
+    def _threshold_sample(self, sample: torch.Tensor) -> torch.Tensor:
+        """diffusers' name for `threshold_sample`, for code written against ``DDPMScheduler``."""
+        return self.threshold_sample(sample)
+
     def _clip(self, pred_original_sample: torch.Tensor, clip_denoised: bool | None) -> torch.Tensor:
         if clip_denoised is False:
             return pred_original_sample
