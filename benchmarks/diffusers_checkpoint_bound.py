@@ -54,16 +54,7 @@ def main(argv=None) -> dict:
                        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
                        layers_per_block=2, norm_num_groups=32, dropout=0.1)
     side = side_by_side.Side("diffusers UNet2DModel + DDPMScheduler", unet, DDPMScheduler(), args.learning_rate)
-    data, _ = load_digits_tensors("train")
-    generator = torch.Generator().manual_seed(args.seed)
-    order, position = torch.randperm(len(data), generator=generator), 0
-    for step in range(args.steps):
-        if position + args.batch_size > len(order):
-            order, position = torch.randperm(len(data), generator=generator), 0
-        clean = data[order[position:position + args.batch_size]]
-        position += args.batch_size
-        timesteps = torch.randint(0, 1000, (len(clean),), generator=generator)
-        noise = torch.randn(clean.shape, generator=generator)
+    for step, clean, timesteps, noise in side_by_side.digit_batches(args):
         side.train_step(clean, timesteps, noise, seed=args.seed * 100_000 + step)
         if (step + 1) % max(1, args.steps // 10) == 0:
             print(f"step {step + 1}: loss {side.last_loss:.4f}", flush=True)

@@ -58,12 +58,9 @@ class Side:
         return self.unet.eval()
 
 
-def train(args) -> tuple[Side, Side]:
-    torch.manual_seed(args.seed)
-    ours_unet = DDPMFromScratchUNet.from_preset("digits")
-    theirs_unet = ours_unet.to_unet2d()
-    ours = Side("ddpm-from-scratch", ours_unet, DDPMFromScratchScheduler(), args.learning_rate)
-    theirs = Side("diffusers UNet2DModel + DDPMScheduler", theirs_unet, DDPMScheduler(), args.learning_rate)
+def digit_batches(args):
+    """(step, clean digits, timesteps, noise) for each of ``args.steps`` steps: shuffled epochs of the training
+    digits in batches of ``args.batch_size``, all drawn from one generator seeded with ``args.seed``."""
     data, _ = load_digits_tensors("train")
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(data), generator=generator)
@@ -75,6 +72,16 @@ def train(args) -> tuple[Side, Side]:
         position += args.batch_size
         timesteps = torch.randint(0, 1000, (len(clean),), generator=generator)
         noise = torch.randn(clean.shape, generator=generator)
+        yield step, clean, timesteps, noise
+
+
+def train(args) -> tuple[Side, Side]:
+    torch.manual_seed(args.seed)
+    ours_unet = DDPMFromScratchUNet.from_preset("digits")
+    theirs_unet = ours_unet.to_unet2d()
+    ours = Side("ddpm-from-scratch", ours_unet, DDPMFromScratchScheduler(), args.learning_rate)
+    theirs = Side("diffusers UNet2DModel + DDPMScheduler", theirs_unet, DDPMScheduler(), args.learning_rate)
+    for step, clean, timesteps, noise in digit_batches(args):
         for side in (ours, theirs) if step % 2 == 0 else (theirs, ours):  # alternate who goes first
             side.train_step(clean, timesteps, noise, seed=args.seed * 100_000 + step)
         if (step + 1) % max(1, args.steps // 10) == 0:

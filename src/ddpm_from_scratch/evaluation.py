@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from .data import build_transform, load_image_dataset
 from .digit_classifier import load_digits_tensors
@@ -116,9 +115,7 @@ def evaluate_pipeline(
         with sampling_autocast(pipeline.device, mixed_precision):
             samples = generate(pipeline, num_samples, sampler, steps, seed, batch_size).float()
     if grid_path is not None and (digits or feature_model is not None):
-        shown = (samples[:GRID_IMAGES].permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype("uint8")
-        image_grid([Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image) for image in shown]
-                   ).save(grid_path)
+        image_grid(pipeline.numpy_to_pil(samples[:GRID_IMAGES].permute(0, 2, 3, 1).numpy())).save(grid_path)
         results["samples_grid"] = str(grid_path)
     if feature_model is not None:
         results["feature_model"] = {**sampling, **encoder_sample_quality(samples, (all_images + 1) / 2,

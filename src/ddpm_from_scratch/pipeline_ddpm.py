@@ -444,13 +444,9 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         if _PACKAGE is None:
             raise ImportError("from_diffusers needs `pip install ddpm-from-scratch`.")
         unet_class = importlib.import_module(f"{_PACKAGE}.unet").DDPMFromScratchUNet
-        scheduler_class = importlib.import_module(f"{_PACKAGE}.scheduling_ddpm").DDPMFromScratchScheduler
+        ddpm_chain = importlib.import_module(f"{_PACKAGE}.likelihood").ddpm_chain
         unet = pipeline.unet if isinstance(pipeline.unet, unet_class) else unet_class.from_unet2d(pipeline.unet)
-        try:
-            scheduler = scheduler_class.from_config(dict(pipeline.scheduler.config))
-        except ValueError as error:
-            raise ValueError(f"{type(pipeline.scheduler).__name__}'s config has no DDPMFromScratchScheduler "
-                             f"equivalent: {error}") from None
+        scheduler = ddpm_chain(pipeline.scheduler)  # the same mapping the bound uses
         converted = cls(unet=unet, scheduler=scheduler)
         converted.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
         return converted

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .likelihood import nats_to_bits_per_dim, prior_kl, vb_terms_bits_per_dim
+from .likelihood import prior_bits_per_dim, vb_terms_bits_per_dim
 from .scheduling_binomial import check_binary
 
 
@@ -47,7 +47,7 @@ def point_negative_bound_bits(model, scheduler, points: torch.Tensor,
     x̂_0 is not clipped (points are not confined to [−1, 1]) and L_0 is the Gaussian density of x_0.
     """
     dims = points[0].numel()
-    total = nats_to_bits_per_dim(prior_kl(scheduler, points)) * dims
+    total = prior_bits_per_dim(scheduler, points) * dims
     for t in range(scheduler.config.num_train_timesteps):
         noise = torch.randn(points.shape, generator=generator).to(points.device)
         timesteps = torch.full((len(points),), t, dtype=torch.long, device=points.device)

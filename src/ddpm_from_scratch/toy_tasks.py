@@ -70,19 +70,18 @@ def run_heartbeat(output_dir: str | Path, seed: int = 0, max_train_steps: int | 
     test = heartbeat_sequences(config["num_test"], seed + 1_000_003)
     held_out: list[tuple[int, float]] = []
 
-    def evaluate_during_training(step: int, _loss: float) -> None:
-        if step % config["eval_every"] == 0 or step == config["max_train_steps"]:
-            model.eval()
-            bound = binomial_negative_bound_bits(model, scheduler, test[:config["num_eval_during_training"]],
-                                                 torch.Generator().manual_seed(seed + step))
-            held_out.append((step, -bound.mean().item()))
-            model.train()
+    def evaluate_during_training(step: int) -> None:
+        model.eval()
+        bound = binomial_negative_bound_bits(model, scheduler, test[:config["num_eval_during_training"]],
+                                             torch.Generator().manual_seed(seed + step))
+        held_out.append((step, -bound.mean().item()))
+        model.train()
 
     started = time.time()
     batch_loss = functools.partial(binomial_batch_loss, cross_entropy_weight=config["cross_entropy_weight"])
     train_toy(model, scheduler, train, batch_loss, config["max_train_steps"], config["batch_size"],
               config["learning_rate"], seed, ema_decay=config["ema_decay"], callback=evaluate_during_training,
-              progress=progress)
+              callback_every=config["eval_every"], progress=progress)
     train_seconds = time.time() - started
     bound = binomial_negative_bound_bits(model, scheduler, test, torch.Generator().manual_seed(seed + 7))
     pipeline = BinomialDiffusionPipeline(unet=model, scheduler=scheduler)

@@ -53,11 +53,12 @@ def point_batch_loss(model, scheduler, points: torch.Tensor, timesteps: torch.Te
 
 def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_train_steps: int, batch_size: int,
               learning_rate: float, seed: int, timestep_sampler: str = "loss-aware", ema_decay: float = 0.999,
-              callback: Callable[[int, float], None] | None = None, progress: bool = True) -> list[float]:
+              callback: Callable[[int], None] | None = None, callback_every: int = 1,
+              progress: bool = True) -> list[float]:
     """Adam on the weighted mean of `batch_loss` over batches of `data` (with replacement); the learning rate
     decays linearly to zero over the last half. The model ends with the exponential moving average of its
-    weights (``ema_decay``; 0 keeps the last weights), which `callback` also sees. Returns the mean loss
-    (bits per sample) of each step."""
+    weights (``ema_decay``; 0 keeps the last weights), which `callback(step)` also sees, every `callback_every`
+    steps and after the last. Returns the mean loss (bits per sample) of each step."""
     generator = torch.Generator().manual_seed(seed)
     sampler = create_timestep_sampler(timestep_sampler, scheduler.config.num_train_timesteps)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
@@ -65,7 +66,8 @@ def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_tr
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 1.0 if step < half else max(0.0, (max_train_steps - step) / (max_train_steps - half)))
     history = []
-    average = [p.detach().clone() for p in model.parameters()]
+    # No average to keep (or swap in for the callback) when the last weights are what is wanted.
+    average = [p.detach().clone() for p in model.parameters()] if ema_decay else None
     model.train()
     steps = range(max_train_steps)
     if progress:
@@ -77,40 +79,48 @@ def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_tr
         timesteps, weights = sampler.sample(batch_size, generator)
         losses = batch_loss(model, scheduler, data[rows], timesteps, generator)
         loss = (losses * weights).mean()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the loss became {value} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         sampler.update(timesteps, losses.detach())
-        history.append(loss.item())
+        history.append(value)
+        if average is not None:
+            with torch.no_grad():
+                for kept, current in zip(average, model.parameters()):
+                    kept.lerp_(current, 1 - ema_decay)
+        done = step + 1
+        if callback is not None and (done % callback_every == 0 or done == max_train_steps):
+            with _swapped(model, average):
+                callback(done)
+    if average is not None:
         with torch.no_grad():
             for kept, current in zip(average, model.parameters()):
-                kept.lerp_(current, 1 - ema_decay)
-        if callback is not None:
-            with _swapped(model, average):
-                callback(step + 1, loss.item())
-    with torch.no_grad():
-        for kept, current in zip(average, model.parameters()):
-            current.copy_(kept)
+                current.copy_(kept)
     model.eval()
     return history
 
 
 class _swapped:
-    """Within the block the model holds `weights`; its own come back after."""
+    """Within the block the model holds `weights` (None: its own); its own come back after."""
 
     def __init__(self, model, weights):
         self.model, self.weights = model, weights
 
     def __enter__(self):
+        if self.weights is None:  # the model's own weights are the ones to use
+            return
         self.saved = [p.detach().clone() for p in self.model.parameters()]
         with torch.no_grad():
             for p, w in zip(self.model.parameters(), self.weights):
                 p.copy_(w)
 
     def __exit__(self, *exc):
+        if self.weights is None:
+            return
         with torch.no_grad():
             for p, w in zip(self.model.parameters(), self.saved):
                 p.copy_(w)
