@@ -40,7 +40,9 @@ PAPER_BITS = {"heartbeat": -2.414, "swiss-roll": 2.35}
 HEARTBEAT = {"num_train_timesteps": 2000, "stationary_probability": 0.2, "hidden_size": 256, "num_blocks": 3,
              "max_train_steps": 12000, "batch_size": 256, "learning_rate": 1e-3, "num_train": 10_000,
              "num_test": 1000, "num_samples": 1000, "eval_every": 500, "num_eval_during_training": 200,
-             "cross_entropy_weight": 3.0, "ema_decay": 0.999}
+             # Uniform t: the loss-aware sampler's importance weights, from ten noisy losses for each of
+             # 2,000 steps, cost 0.025 bits here (held-out K −2.358 against −2.334 at 8,000 steps).
+             "timestep_sampler": "uniform", "cross_entropy_weight": 0.0, "ema_decay": 0.999}
 SWISS_ROLL = {"num_train_timesteps": 40, "log_snr_max": 12.0, "log_snr_min": -9.0, "hidden_size": 256,
               "num_blocks": 4, "max_train_steps": 8000, "batch_size": 512, "learning_rate": 1e-3,
               "num_train": 10_000, "num_test": 5000, "bound_draws": 4, "gmm_components": 50,
@@ -80,7 +82,8 @@ def run_heartbeat(output_dir: str | Path, seed: int = 0, max_train_steps: int | 
     started = time.time()
     batch_loss = functools.partial(binomial_batch_loss, cross_entropy_weight=config["cross_entropy_weight"])
     train_toy(model, scheduler, train, batch_loss, config["max_train_steps"], config["batch_size"],
-              config["learning_rate"], seed, ema_decay=config["ema_decay"], callback=evaluate_during_training,
+              config["learning_rate"], seed, timestep_sampler=config["timestep_sampler"],
+              ema_decay=config["ema_decay"], callback=evaluate_during_training,
               callback_every=config["eval_every"], progress=progress)
     train_seconds = time.time() - started
     bound = binomial_negative_bound_bits(model, scheduler, test, torch.Generator().manual_seed(seed + 7))

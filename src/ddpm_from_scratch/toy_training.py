@@ -28,7 +28,10 @@ def binomial_batch_loss(model, scheduler, sequences: torch.Tensor, timesteps: to
     two posteriors, so its gradient reaches the network's estimate of P(x_0 | x_t) only faintly, yet those
     steps carry most of the bound. The cross-entropy is a proper scoring rule with the same minimiser
     x̂_0 = P(x_0 = 1 | x_t) as the KL (f_b is increasing and linear in x̂_0), so it sharpens the estimate
-    without moving the optimum (D3PM's auxiliary loss, Austin et al. 2021).
+    without moving the optimum (D3PM's auxiliary loss, Austin et al. 2021). Measured on the heartbeat (held-out
+    K): under the loss-aware timestep sampler it helped (−2.421 bits without it after 8,000 steps, −2.377 with
+    λ = 1 after 4,000); with t uniform, which `toy_tasks` uses, it adds nothing (−2.3330 with λ = 3, −2.3336
+    without, 8,000 steps), so it is off there.
     """
     noisy = scheduler.add_noise(sequences, timesteps, generator=generator)
     output = model(noisy, timesteps).sample
