@@ -46,6 +46,9 @@ HEARTBEAT = {"num_train_timesteps": 2000, "stationary_probability": 0.2, "hidden
 SWISS_ROLL = {"num_train_timesteps": 40, "log_snr_max": 12.0, "log_snr_min": -9.0, "hidden_size": 256,
               "num_blocks": 4, "max_train_steps": 8000, "batch_size": 512, "learning_rate": 1e-3,
               "num_train": 10_000, "num_test": 5000, "bound_draws": 4, "gmm_components": 50,
+              # Loss-aware t: over 40 steps it learns where the bound's variance is (uniform t: 3.313 bits
+              # against 3.889, the same run otherwise).
+              "timestep_sampler": "loss-aware",
               # The last weights: an EMA over ~1,000 steps of the decaying learning rate cost 0.5 bits here.
               "ema_decay": 0.0}
 
@@ -141,7 +144,8 @@ def run_swiss_roll(output_dir: str | Path, seed: int = 0, max_train_steps: int |
     train, test, scale = swiss_roll_splits(config["num_train"], config["num_test"], seed)
     started = time.time()
     train_toy(model, scheduler, train, point_batch_loss, config["max_train_steps"], config["batch_size"],
-              config["learning_rate"], seed, ema_decay=config["ema_decay"], progress=progress)
+              config["learning_rate"], seed, timestep_sampler=config["timestep_sampler"],
+              ema_decay=config["ema_decay"], progress=progress)
     train_seconds = time.time() - started
     # Each point's bound averaged over a few independent draws of the chain: a lower-variance estimate.
     bound = torch.stack([point_negative_bound_bits(model, scheduler, test, torch.Generator().manual_seed(seed + k))
