@@ -53,6 +53,16 @@ SWISS_ROLL = {"num_train_timesteps": 40, "log_snr_max": 12.0, "log_snr_min": -9.
               "ema_decay": 0.0}
 
 
+def _start(defaults: dict[str, Any], max_train_steps: int | None, output_dir: str | Path,
+           seed: int) -> tuple[dict[str, Any], Path]:
+    """The run's config (`defaults`, with `max_train_steps` if given), its created output folder, torch seeded."""
+    config = dict(defaults, max_train_steps=max_train_steps or defaults["max_train_steps"])
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    return config, output_dir
+
+
 def _write(output_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -63,10 +73,7 @@ def run_heartbeat(output_dir: str | Path, seed: int = 0, max_train_steps: int | 
     """Binomial diffusion on the binary heartbeat (T = 2000, β_t = 1/(T − t + 1), equilibrium Bernoulli(0.2))."""
     from .toy_figures import heartbeat_figure
 
-    config = dict(HEARTBEAT, max_train_steps=max_train_steps or HEARTBEAT["max_train_steps"])
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
+    config, output_dir = _start(HEARTBEAT, max_train_steps, output_dir, seed)
     scheduler = BinomialDiffusionScheduler(num_train_timesteps=config["num_train_timesteps"],
                                            stationary_probability=config["stationary_probability"])
     model = ToyDenoiser(in_features=HEARTBEAT_LENGTH, hidden_size=config["hidden_size"],
@@ -134,10 +141,7 @@ def run_swiss_roll(output_dir: str | Path, seed: int = 0, max_train_steps: int |
     """Gaussian diffusion on the 2-D Swiss roll (T = 40), learned mean f_μ and diagonal covariance f_Σ."""
     from .toy_figures import swiss_roll_figure
 
-    config = dict(SWISS_ROLL, max_train_steps=max_train_steps or SWISS_ROLL["max_train_steps"])
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
+    config, output_dir = _start(SWISS_ROLL, max_train_steps, output_dir, seed)
     scheduler = swiss_roll_scheduler(config)
     model = ToyDenoiser(in_features=2, out_features=4, hidden_size=config["hidden_size"],
                         num_blocks=config["num_blocks"])
