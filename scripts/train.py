@@ -51,6 +51,7 @@ from ddpm_from_scratch.training import (
 from ddpm_from_scratch.losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
 from ddpm_from_scratch.pipeline_source import exit_with_usage_error, looks_like_a_path
 from ddpm_from_scratch.samplers import SAMPLER_HELP, default_num_inference_steps, sampler_argument, scheduler_for
+from ddpm_from_scratch.scheduling_ddpm import log_snr_linear_betas
 from ddpm_from_scratch.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
 from ddpm_from_scratch.unet import PRESETS
 
@@ -91,6 +92,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="Fine-tune this pipeline folder / Hub id (or a U-Net folder) instead.")
     model.add_argument("--num_train_timesteps", type=int, default=1000)
     model.add_argument("--beta_schedule", default="linear")
+    model.add_argument("--log_snr_max", type=float, default=None,
+                       help="With --log_snr_min: β_t whose log SNR = log(ᾱ_t/(1 − ᾱ_t)) falls linearly from this value "
+                            "at the first timestep to --log_snr_min at the last, saved as the scheduler's trained_betas "
+                            "(so diffusers' schedulers load it); replaces --beta_schedule. A high value resolves the "
+                            "8-bit grid at the decoder (σ_1² ≈ e^−log_snr_max).")
+    model.add_argument("--log_snr_min", type=float, default=None, help="See --log_snr_max.")
     model.add_argument("--prediction_type", default="epsilon")
     model.add_argument("--loss", choices=LOSS_TYPES, default="hybrid",
                        help="hybrid: L_simple + λ·L_vlb, the network also learns its variance (2×channels output, "
@@ -183,6 +190,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit("error: --push_to_hub needs --hub_model_id (e.g. your-name/ddpm-digits).")
     if not args.vlb_weight > 0:
         raise SystemExit(f"error: --vlb_weight must be positive, got {args.vlb_weight}.")
+    if (args.log_snr_max is None) != (args.log_snr_min is None):
+        raise SystemExit("error: give --log_snr_max and --log_snr_min together.")
+    if args.log_snr_max is not None and not args.log_snr_max > args.log_snr_min:
+        raise SystemExit(f"error: --log_snr_max must exceed --log_snr_min, got {args.log_snr_max} and "
+                         f"{args.log_snr_min}.")
     if args.learning_rate <= 0:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
     source = args.pretrained_model_name_or_path
@@ -228,6 +240,9 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     if args.pretrained_model_name_or_path and (Path(args.pretrained_model_name_or_path) / "scheduler").is_dir():
         return DDPMFromScratchScheduler.from_pretrained(args.pretrained_model_name_or_path, subfolder="scheduler",
                                                         **overrides)
+    if args.log_snr_max is not None:
+        overrides["trained_betas"] = log_snr_linear_betas(
+            args.num_train_timesteps, args.log_snr_max, args.log_snr_min).tolist()
     return DDPMFromScratchScheduler(
         num_train_timesteps=args.num_train_timesteps,
         beta_schedule=args.beta_schedule,

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
@@ -71,12 +72,18 @@ class VariationalBoundOutput(BaseOutput):
             at t = 0, KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) for t ≥ 1.
         decoder_bits_per_dim (`torch.Tensor` of shape `(B,)`):
             L_0, the same as ``terms_bits_per_dim[:, 0]``.
+        timesteps (`torch.Tensor` of shape `(K,)`, *optional*):
+            The chain's timesteps in ascending order, so that column k of ``terms_bits_per_dim`` is the term at
+            ``timesteps[k]``; ``0, 1, …, T−1`` for the training chain. On a respaced chain of K timesteps
+            ``terms_bits_per_dim`` has K columns: the decoder out of ``timesteps[0]``, then the KL terms of the
+            steps ``timesteps[k] → timesteps[k−1]``.
     """
 
     bits_per_dim: torch.Tensor
     prior_bits_per_dim: torch.Tensor
     terms_bits_per_dim: torch.Tensor
     decoder_bits_per_dim: torch.Tensor
+    timesteps: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- Gaussian pieces
@@ -156,30 +163,44 @@ def nats_to_bits_per_dim(nats: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the terms of the bound
 
 
-def prior_kl(scheduler: DDPMFromScratchScheduler, original_samples: torch.Tensor) -> torch.Tensor:
-    """L_T per element, in nats: KL(q(x_{T−1} | x_0) ‖ N(0, 1)) with q = N(√ᾱ x_0, 1 − ᾱ), ᾱ = ᾱ_{T−1}:
+def prior_kl(
+    scheduler: DDPMFromScratchScheduler, original_samples: torch.Tensor, timestep: int | None = None
+) -> torch.Tensor:
+    """L_T per element, in nats: KL(q(x_τ | x_0) ‖ N(0, 1)) with q = N(√ᾱ x_0, 1 − ᾱ), ᾱ = ᾱ_τ:
 
         KL = ½ (−log(1 − ᾱ) + (1 − ᾱ) + ᾱ x_0² − 1).
 
-    Uses the scheduler's `q_mean_variance`, in float64: ᾱ_{T−1} is tiny for the usual schedules, and
-    in float32 −log(1 − ᾱ) + (1 − ᾱ) − 1 ≈ ᾱ²/2 drowns in the rounding of its parts.
+    τ is ``timestep``, the first timestep of the sampling chain (default T − 1, the training chain's; a
+    respaced chain that starts lower, e.g. 900 for 10 'leading' steps of 1000, starts its sampler from
+    N(0, I) there). Uses the scheduler's `q_mean_variance`, in float64: ᾱ_{T−1} is tiny for the usual
+    schedules, and in float32 −log(1 − ᾱ) + (1 − ᾱ) − 1 ≈ ᾱ²/2 drowns in the rounding of its parts.
     """
-    last = scheduler.config.num_train_timesteps - 1
-    mean, _, log_variance = scheduler.q_mean_variance(original_samples.double(), last)
+    first = scheduler.config.num_train_timesteps - 1 if timestep is None else int(timestep)
+    mean, _, log_variance = scheduler.q_mean_variance(original_samples.double(), first)
     return normal_kl(mean, log_variance, 0.0, 0.0)
 
 
-def prior_bits_per_dim(scheduler: DDPMFromScratchScheduler, original_samples: torch.Tensor) -> torch.Tensor:
+def prior_bits_per_dim(
+    scheduler: DDPMFromScratchScheduler, original_samples: torch.Tensor, timestep: int | None = None
+) -> torch.Tensor:
     """L_T of each sample in bits per dimension, ``(B,)`` (see `prior_kl`)."""
-    return nats_to_bits_per_dim(prior_kl(scheduler, original_samples))
+    return nats_to_bits_per_dim(prior_kl(scheduler, original_samples, timestep))
 
 
 def decoder_log_variance(
     scheduler: DDPMFromScratchScheduler,
     predicted_variance: torch.Tensor | None = None,
     like: torch.Tensor | None = None,
+    timestep: int = 0,
+    timestep_above: int | None = None,
 ) -> torch.Tensor:
     """log σ² of the decoder p_θ(x_0 | x at timestep 0), in the convention of Ho et al. and improved-diffusion.
+
+    On a respaced chain the decoder leaves the chain's last timestep τ_1 (``timestep``) and β̃_1 below is the
+    posterior variance of the chain's own step into it, from τ_2 (``timestep_above``):
+    β̃ = (1 − ᾱ_{τ_1})/(1 − ᾱ_{τ_2}) · (1 − ᾱ_{τ_2}/ᾱ_{τ_1}), and β_0 is 1 − ᾱ_{τ_1}, the respaced chain's
+    own β of the step into x_0 (improved-diffusion's respacing builds exactly that chain). With the defaults
+    (τ_1 = 0, τ_2 = 1) this is the training chain's decoder.
 
     fixed_small(_log), fixed_large(_log): log β̃_1, with β̃_1 = (1 − ᾱ_0)/(1 − ᾱ_1) · β_1 the posterior
     variance of timestep 1. The scheduler's own σ² at timestep 0 is β̃_0 = 0 clamped to 1e-20 for
@@ -195,9 +216,13 @@ def decoder_log_variance(
     """
     variance_type = scheduler.config.variance_type
     if variance_type == "learned":
-        return scheduler.model_log_variance(0, predicted_variance, like=like)
-    # The posterior log-variance of timestep 1 (its clamp at 1e-20 never bites: β̃_1 > 0).
-    log_tilde_beta_1 = scheduler.posterior_log_variance(1, like=like)
+        return scheduler.model_log_variance(timestep, predicted_variance, like=like)
+    # The posterior log-variance of the step into τ_1 (its clamp at 1e-20 never bites: β̃ > 0).
+    if timestep == 0 and timestep_above in (None, 1):
+        log_tilde_beta_1 = scheduler.posterior_log_variance(1, like=like)
+    else:
+        above = timestep + 1 if timestep_above is None else timestep_above
+        log_tilde_beta_1 = scheduler.posterior_log_variance(above, timestep, like=like)
     if variance_type in ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"):
         return log_tilde_beta_1
     if variance_type == "learned_range":
@@ -206,8 +231,8 @@ def decoder_log_variance(
                 "variance_type='learned_range' needs the model's variance output: the model must return"
                 " twice the sample's channels"
             )
-        # β_0 = 1 − ᾱ_0: the scheduler's log β at timestep 0, with the same float operations.
-        log_beta_0 = torch.log(1 - scheduler.alpha_bar(0, like=like))
+        # β_0 = 1 − ᾱ_{τ_1}: the scheduler's log β of the step into x_0, with the same float operations.
+        log_beta_0 = torch.log(1 - scheduler.alpha_bar(timestep, like=like))
         return learned_range_log_variance(predicted_variance.to(log_beta_0.dtype), log_tilde_beta_1, log_beta_0)
     raise ValueError(f"variational_bound supports variance_type in {SUPPORTED_VARIANCE_TYPES}, got {variance_type!r}")
 
@@ -218,19 +243,25 @@ def reverse_step_distribution(
     sample: torch.Tensor,
     timesteps: torch.Tensor,
     clip_denoised: bool = True,
+    prev_timesteps: torch.Tensor | None = None,
+    decoder_timestep_above: int | None = None,
 ) -> ModelMeanVariance:
-    """p_θ(x_{t−1} | x_t) = N(μ_θ, σ_t²) for the bound: the scheduler's `p_mean_variance`, except
-    that rows at timestep 0 get the decoder variance of `decoder_log_variance`.
+    """p_θ(x_{t'} | x_t) = N(μ_θ, σ_t²) for the bound: the scheduler's `p_mean_variance`, except
+    that the decoder rows (t' = −1: the step into x_0) get the variance of `decoder_log_variance`.
 
-    ``timesteps`` is a ``(N,)`` long tensor, one per row of ``sample``. Returns the scheduler's
-    ``ModelMeanVariance`` (mean, variance, log_variance, pred_original_sample).
+    ``timesteps`` is a ``(N,)`` long tensor, one per row of ``sample``; ``prev_timesteps`` the rows' t'
+    (default t − 1, the training chain); ``decoder_timestep_above`` the chain's timestep above its last
+    one (default: that timestep + 1). Returns the scheduler's ``ModelMeanVariance`` (mean, variance,
+    log_variance, pred_original_sample).
     """
-    out = scheduler.p_mean_variance(model_output, sample, timesteps, clip_denoised=clip_denoised)
-    first = timesteps == 0
+    out = scheduler.p_mean_variance(model_output, sample, timesteps, prev_timesteps, clip_denoised=clip_denoised)
+    first = timesteps == 0 if prev_timesteps is None else prev_timesteps < 0
     if not bool(first.any()):
         return out
     _, predicted_variance = scheduler.split_model_output(model_output, sample)
-    decoder = decoder_log_variance(scheduler, predicted_variance, like=sample).to(out.log_variance.dtype)
+    decoder_timestep = int(timesteps[first][0])
+    decoder = decoder_log_variance(scheduler, predicted_variance, like=sample, timestep=decoder_timestep,
+                                   timestep_above=decoder_timestep_above).to(out.log_variance.dtype)
     mask = first.reshape(-1, *([1] * (sample.ndim - 1)))
     log_variance = torch.where(mask, decoder, out.log_variance)
     variance = torch.where(mask, decoder.exp(), out.variance)
@@ -267,28 +298,37 @@ def vb_terms_bits_per_dim(
     timesteps: torch.Tensor,
     clip_denoised: bool = True,
     decoder: str = "discretized",
+    prev_timesteps: torch.Tensor | None = None,
+    decoder_timestep_above: int | None = None,
 ) -> torch.Tensor:
     """One term of the bound per row, in bits per dimension, ``(N,)`` float64:
 
-        t ≥ 1:  KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) = KL(N(μ̃_t, β̃_t) ‖ N(μ_θ, σ_t²)),
-        t = 0:  −log p_θ(x_0 | x at timestep 0)  (``decoder``: "discretized" for 8-bit images,
-                `decoder_nll`; "continuous" for real-valued data, `continuous_decoder_nll`),
+        t' ≥ 0:  KL(q(x_{t'} | x_t, x_0) ‖ p_θ(x_{t'} | x_t)) = KL(N(μ̃_t, β̃_t) ‖ N(μ_θ, σ_t²)),
+        t' = −1: −log p_θ(x_0 | x_t)  (``decoder``: "discretized" for 8-bit images,
+                 `decoder_nll`; "continuous" for real-valued data, `continuous_decoder_nll`),
 
     where ``sample`` is x_t ~ q(x_t | x_0), ``original_samples`` is x_0, and ``model_output`` is the
-    network's output at (x_t, t). μ̃_t, β̃_t come from the scheduler's `q_posterior_mean_variance`,
-    μ_θ from its `p_mean_variance` (x̂_0 under ``prediction_type``, clipped to [−1, 1] when
-    ``clip_denoised``), σ_t² from its ``variance_type`` (see `reverse_step_distribution`).
+    network's output at (x_t, t). t' is the row's ``prev_timesteps`` (default t − 1: the training chain,
+    whose decoder is at t = 0); on a respaced chain every quantity is the shorter chain's, β'_t = 1 −
+    ᾱ_t/ᾱ_{t'}. μ̃_t, β̃_t come from the scheduler's `q_posterior_mean_variance`, μ_θ from its
+    `p_mean_variance` (x̂_0 under ``prediction_type``, clipped to [−1, 1] when ``clip_denoised``), σ_t² from
+    its ``variance_type`` (see `reverse_step_distribution`).
     """
     timesteps = torch.as_tensor(timesteps, dtype=torch.long, device=sample.device).reshape(-1)
     if timesteps.numel() == 1:
         timesteps = timesteps.expand(sample.shape[0])
-    true_mean, _, true_log_variance = scheduler.q_posterior_mean_variance(original_samples, sample, timesteps)
-    model = reverse_step_distribution(scheduler, model_output, sample, timesteps, clip_denoised)
+    if prev_timesteps is not None:
+        prev_timesteps = torch.as_tensor(prev_timesteps, dtype=torch.long, device=sample.device).reshape(-1)
+        prev_timesteps = prev_timesteps.expand(sample.shape[0]) if prev_timesteps.numel() == 1 else prev_timesteps
+    true_mean, _, true_log_variance = scheduler.q_posterior_mean_variance(
+        original_samples, sample, timesteps, prev_timesteps)
+    model = reverse_step_distribution(scheduler, model_output, sample, timesteps, clip_denoised, prev_timesteps,
+                                      decoder_timestep_above)
 
     # KL in float64: Σ over thousands of pixels of differences of O(1) means.
     kl = normal_kl(true_mean.double(), true_log_variance.double(), model.mean.double(), model.log_variance.double())
     terms = nats_to_bits_per_dim(kl)
-    first = timesteps == 0
+    first = timesteps == 0 if prev_timesteps is None else prev_timesteps < 0
     if bool(first.any()):
         # Only the decoder rows: its float64 CDFs cost more than the KL, and the KL at t = 0 (against
         # a posterior variance of 1e-20) is meaningless.
@@ -386,6 +426,41 @@ def _check_scheduler(scheduler: DDPMFromScratchScheduler) -> None:
         )
 
 
+def bound_timesteps(
+    scheduler: DDPMFromScratchScheduler,
+    num_inference_steps: int | None = None,
+    timesteps: Any = None,
+) -> list[int]:
+    """The descending timesteps τ_K > … > τ_1 of the chain whose bound is asked for.
+
+    None of both: the training chain T − 1, …, 0. ``num_inference_steps`` = K: the K timesteps the scheduler's
+    ``set_timesteps(K)`` visits (its ``timestep_spacing`` and ``steps_offset``), so the bound is that of the
+    sampler run with the same K. ``timesteps``: an explicit chain, as ``set_timesteps(timesteps=…)`` takes it.
+
+    Raises:
+        ValueError: both given; K not an integer in [2, T]; timesteps not integers, not strictly decreasing,
+            outside [0, T) or fewer than 2 (the decoder's variance is that of the chain's step into its last
+            timestep).
+    """
+    T = scheduler.config.num_train_timesteps
+    if num_inference_steps is not None and timesteps is not None:
+        raise ValueError("give num_inference_steps or timesteps for the bound's chain, not both")
+    if timesteps is not None:
+        chain = scheduler._validated_custom_timesteps(timesteps).tolist()
+    elif num_inference_steps is not None:
+        K = num_inference_steps
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= K <= T:
+            raise ValueError(f"num_inference_steps must be an integer between 1 and num_train_timesteps={T}, "
+                             f"got {K!r}")
+        chain = scheduler._spaced_timesteps(int(K)).tolist()
+    else:
+        return list(range(T - 1, -1, -1))
+    if len(chain) < 2:
+        raise ValueError(f"the bound needs a chain of at least 2 timesteps (its decoder's variance is the posterior "
+                         f"variance of the step into the last one), got timesteps {chain}")
+    return chain
+
+
 # ----------------------------------------------------------------------------- the whole bound
 
 
@@ -418,15 +493,24 @@ def variational_bound(
     batch_timesteps: int | None = None,
     max_batch_size: int = 256,
     progress: bool = True,
+    num_inference_steps: int | None = None,
+    timesteps: Any = None,
 ) -> VariationalBoundOutput:
     """Every term of the variational bound of ``images`` under a DDPM, in bits per dimension.
 
-    For each diffusers timestep t = T−1, …, 0: draw ε through ``generator``, x_t = √ᾱ_t x_0 +
-    √(1 − ᾱ_t) ε (the scheduler's ``add_noise``), run the network on (x_t, t), and score
-    KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) for t ≥ 1 and the decoder −log p_θ(x_0 | ·) at t = 0
-    (`vb_terms_bits_per_dim`); add L_T = KL(q(x_{T−1} | x_0) ‖ N(0, I)) (`prior_bits_per_dim`).
-    The reverse step's variance follows the scheduler's ``variance_type`` (all six are supported),
-    with the decoder convention of `decoder_log_variance`; x̂_0 follows its ``prediction_type``.
+    For each timestep t of the chain τ_K > … > τ_1 (the training chain T−1, …, 0 by default): draw ε through
+    ``generator``, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (the scheduler's ``add_noise``), run the network on (x_t, t),
+    and score KL(q(x_{t'} | x_t, x_0) ‖ p_θ(x_{t'} | x_t)) towards the chain's next timestep t' and the
+    decoder −log p_θ(x_0 | x_{τ_1}) at the last one (`vb_terms_bits_per_dim`); add L_T =
+    KL(q(x_{τ_K} | x_0) ‖ N(0, I)) (`prior_bits_per_dim`).
+
+    With ``num_inference_steps`` = K (or an explicit ``timesteps`` chain) this is the bound of the K-step
+    generative model the scheduler samples after ``set_timesteps(K)``: its own β'_t = 1 − ᾱ_t/ᾱ_{t'}, posterior
+    β̃'_t, prior at τ_K and decoder out of τ_1; at K = T it is the training chain's bound, bit for bit.
+    The reverse step's variance follows the scheduler's ``variance_type`` (all six are supported; a scheduler
+    with its own `model_variance`, as Analytic-DPM's, is read through it), with the decoder convention of
+    `decoder_log_variance`; x̂_0 follows its ``prediction_type``. A network with a learned variance (2C output
+    channels) under a fixed-variance scheduler is scored on its ε alone, as the pipeline samples it.
 
     Several timesteps share one network call: the images are stacked ``batch_timesteps`` times, row
     j·B + i holding image i at the j-th timestep of the chunk. The noise is drawn one (B, C, H, W)
@@ -437,51 +521,68 @@ def variational_bound(
         unet: the noise (or x_0, or v) predictor: ``unet(sample, timesteps).sample`` (a diffusers
             U-Net, [`DDPMFromScratchUNet`], or anything with that contract), on the images' device.
         scheduler: a [`DDPMFromScratchScheduler`] (its named methods give every quantity; its training
-            chain is used, whatever `set_timesteps` did).
+            chain is the default, whatever `set_timesteps` did), or a scheduler whose config maps to one.
         images: ``(B, C, H, W)`` 8-bit images on [−1, 1], values k/127.5 − 1 (see `check_images`).
         generator: the random source of the draws x_t ~ q(x_t | x_0), for a reproducible estimate.
         clip_denoised: clip x̂_0 to [−1, 1] (or threshold it, if the scheduler is configured to)
             before the posterior mean, as improved-diffusion's ``calc_bpd_loop`` does by default.
         batch_timesteps: timesteps per network call; default ``max(1, max_batch_size // B)``.
         max_batch_size: the largest network batch the default ``batch_timesteps`` aims for.
-        progress: show a tqdm progress bar over the T timesteps.
+        progress: show a tqdm progress bar over the chain's timesteps.
+        num_inference_steps: K, the respaced chain of ``set_timesteps(K)`` (see `bound_timesteps`).
+        timesteps: an explicit descending chain instead (at least 2 timesteps in [0, T)).
 
     Returns:
         [`VariationalBoundOutput`] with ``bits_per_dim``, ``prior_bits_per_dim``,
-        ``terms_bits_per_dim`` (B, T) and ``decoder_bits_per_dim``, float64 on the images' device;
-        ``bits_per_dim == prior_bits_per_dim + terms_bits_per_dim.sum(-1)``.
+        ``terms_bits_per_dim`` (B, K), ``decoder_bits_per_dim`` and ``timesteps`` (K, ascending),
+        float64 on the images' device; ``bits_per_dim == prior_bits_per_dim + terms_bits_per_dim.sum(-1)``.
 
     Raises:
         ValueError: for images off the grid, out of range or of the wrong shape; unsupported
-            scheduler settings; a bad ``batch_timesteps``.
+            scheduler settings; a bad chain (see `bound_timesteps`) or ``batch_timesteps``.
     """
     x0 = check_images(images)
     scheduler = ddpm_chain(scheduler)
     _check_scheduler(scheduler)
+    chain = bound_timesteps(scheduler, num_inference_steps, timesteps)
+    training_chain = num_inference_steps is None and timesteps is None
     num_images, device = x0.shape[0], x0.device
-    num_timesteps = scheduler.config.num_train_timesteps
     if batch_timesteps is None:
         batch_timesteps = max(1, max_batch_size // num_images)
     if isinstance(batch_timesteps, bool) or not isinstance(batch_timesteps, int) or batch_timesteps < 1:
         raise ValueError(f"batch_timesteps must be a positive integer, got {batch_timesteps!r}")
+    previous = {t: p for t, p in zip(chain, chain[1:] + [-1])}
+    decoder_timestep_above = None if training_chain else chain[-2]
+    epsilon_only = scheduler.config.variance_type not in ("learned", "learned_range")
 
-    terms = torch.zeros(num_images, num_timesteps, dtype=torch.float64, device=device)
-    with tqdm(total=num_timesteps, disable=not progress, desc="variational bound", unit="step") as bar:
-        for start in range(num_timesteps - 1, -1, -batch_timesteps):
-            chunk = list(range(start, max(start - batch_timesteps, -1), -1))
-            timesteps = torch.tensor(chunk, dtype=torch.long, device=device).repeat_interleave(num_images)
+    # Column k holds the term at chain[K − 1 − k]: ascending timesteps, the decoder first.
+    num_steps = len(chain)
+    terms = torch.zeros(num_images, num_steps, dtype=torch.float64, device=device)
+    with tqdm(total=num_steps, disable=not progress, desc="variational bound", unit="step") as bar:
+        for start in range(0, num_steps, batch_timesteps):
+            chunk = chain[start:start + batch_timesteps]
+            timesteps_ = torch.tensor(chunk, dtype=torch.long, device=device).repeat_interleave(num_images)
             noise = torch.cat([_draw_noise(x0.shape, generator, x0.dtype, device) for _ in chunk])
             original = x0.repeat(len(chunk), 1, 1, 1)
-            sample = scheduler.add_noise(original, noise, timesteps)
-            model_output = _call_model(unet, sample, timesteps)
-            chunk_terms = vb_terms_bits_per_dim(scheduler, model_output, sample, original, timesteps, clip_denoised)
-            terms[:, chunk] = chunk_terms.reshape(len(chunk), num_images).T
+            sample = scheduler.add_noise(original, noise, timesteps_)
+            model_output = _call_model(unet, sample, timesteps_)
+            if epsilon_only and model_output.shape[1] == 2 * x0.shape[1]:
+                model_output = model_output[:, : x0.shape[1]]  # a learned-variance network read with a fixed variance
+            prev = None
+            if not training_chain:
+                prev = torch.tensor([previous[t] for t in chunk], dtype=torch.long, device=device)
+                prev = prev.repeat_interleave(num_images)
+            chunk_terms = vb_terms_bits_per_dim(scheduler, model_output, sample, original, timesteps_, clip_denoised,
+                                                prev_timesteps=prev, decoder_timestep_above=decoder_timestep_above)
+            columns = [num_steps - 1 - (start + j) for j in range(len(chunk))]
+            terms[:, columns] = chunk_terms.reshape(len(chunk), num_images).T
             bar.update(len(chunk))
 
-    prior = prior_bits_per_dim(scheduler, x0)
+    prior = prior_bits_per_dim(scheduler, x0, None if training_chain else chain[0])
     return VariationalBoundOutput(
         bits_per_dim=prior + terms.sum(-1),
         prior_bits_per_dim=prior,
         terms_bits_per_dim=terms,
         decoder_bits_per_dim=terms[:, 0].clone(),
+        timesteps=torch.tensor(chain[::-1], dtype=torch.long),
     )

@@ -64,6 +64,7 @@ PIPELINE_CODE_STEM = "pipeline"
 # File stem in a Hub repo -> module of the package with the same code.
 _PACKAGE_MODULES = {"pipeline": ("pipeline_ddpm", "pipeline_toy"), "pipeline_ddpm": ("pipeline_ddpm",),
                     "pipeline_toy": ("pipeline_toy",), "unet": ("unet",), "scheduling_ddpm": ("scheduling_ddpm",),
+                    "scheduling_analytic_dpm": ("scheduling_analytic_dpm",),
                     "toy_models": ("toy_models",), "scheduling_binomial": ("scheduling_binomial",)}
 # Libraries whose classes diffusers imports itself: no code to ship for them.
 _LIBRARIES = ("diffusers", "transformers", "onnxruntime")
