@@ -26,6 +26,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("pipeline", help="A pipeline folder or Hub id.")
     p.add_argument("--data_dir", help="Evaluate the bound on this folder of images instead of the held-out digits.")
     p.add_argument("--num_bound_images", type=int, help="Use only the first N evaluation images for the bound.")
+    p.add_argument("--bound_steps", type=int, metavar="K",
+                   help="The bound of the K-step respaced chain (the scheduler's set_timesteps(K)) instead of the "
+                        "training chain's.")
+    p.add_argument("--train_data_dir",
+                   help="The model's training images, for the bound's reference rows (uniform over the used levels, "
+                        "per-pixel histogram); default: the digits' training split, or --data_dir itself.")
     p.add_argument("--num_samples", type=int, default=300, help="Samples for the classifier FID/KID and the FD/KID.")
     p.add_argument("--feature_model", metavar="ID",
                    help="A transformers image model (Hub id or folder; safetensors weights) whose features give FD "
@@ -43,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Draw the samples under bf16/fp16 autocast; the bound stays float32.")
     p.add_argument("--quiet", action="store_true", help="No progress bars.")
     args = p.parse_args(argv)
-    for name in ("num_bound_images", "num_samples", "num_inference_steps", "batch_size"):
+    for name in ("num_bound_images", "num_samples", "num_inference_steps", "batch_size", "bound_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} must be a positive integer, got {value}")
@@ -51,11 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--num_samples must be at least 2 to fit the feature statistics")
     if args.update_model_card and not Path(args.pipeline).is_dir():
         p.error(f"--update_model_card needs a local pipeline folder; {args.pipeline!r} is not one")
-    if args.data_dir is not None:
-        try:
-            check_image_folder(args.data_dir)
-        except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-            p.error(f"--data_dir: {error}")
+    for flag in ("data_dir", "train_data_dir"):
+        if getattr(args, flag) is not None:
+            try:
+                check_image_folder(getattr(args, flag))
+            except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+                p.error(f"--{flag}: {error}")
     return args
 
 
@@ -73,7 +80,7 @@ def main(argv=None) -> dict:
         data_dir=args.data_dir, num_bound_images=args.num_bound_images, num_samples=args.num_samples,
         sampler=args.scheduler, num_inference_steps=args.num_inference_steps, seed=args.seed,
         batch_size=args.batch_size, progress=not args.quiet, compile_sampling=args.compile,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=args.mixed_precision, bound_steps=args.bound_steps, train_data_dir=args.train_data_dir,
     )
 
 

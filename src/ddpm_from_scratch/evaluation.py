@@ -25,6 +25,7 @@ from .hub import update_model_card
 from .metrics import digit_sample_quality, reference_rows
 from .pipeline_ddpm import DDPMFromScratchPipeline
 from .pipeline_source import load_pipeline
+from .reference_bounds import reference_bounds
 from .samplers import default_num_inference_steps, generate
 
 GRID_IMAGES = 64  # samples shown in the evaluation's grid
@@ -48,16 +49,32 @@ def held_out_images(unet_config, data_dir: str | None = None) -> torch.Tensor:
     return torch.stack([transform(image) for image in dataset["image"]])
 
 
+def reference_training_images(unet_config, data_dir: str | None = None,
+                              train_data_dir: str | None = None) -> tuple[torch.Tensor, str]:
+    """The images the bound's reference models are fitted on, and what they are: the digits' training split, the
+    model's training images in `train_data_dir`, or, lacking those, the evaluation images themselves."""
+    if data_dir is None and train_data_dir is None:
+        images, _ = load_digits_tensors("train")
+        return images, "UCI digits, training split"
+    if train_data_dir is not None:
+        return held_out_images(unet_config, train_data_dir), f"images in {Path(train_data_dir)}"
+    return held_out_images(unet_config, data_dir), "the evaluation images themselves (optimistic: no training folder given)"
+
+
 def is_digits_model(unet_config) -> bool:
     return unet_config.in_channels == 1 and unet_config.sample_size in (8, (8, 8), [8, 8])
 
 
-def bound_summary(pipeline, images: torch.Tensor, seed: int, progress: bool) -> dict[str, Any]:
-    """Mean bits/dim of `images` with its standard error, and the mean prior and decoder terms."""
-    bound = pipeline.variational_bound(images, generator=torch.Generator().manual_seed(seed), progress=progress)
+def bound_summary(pipeline, images: torch.Tensor, seed: int, progress: bool,
+                  num_inference_steps: int | None = None) -> dict[str, Any]:
+    """Mean bits/dim of `images` with its standard error, and the mean prior and decoder terms; the bound of the
+    `num_inference_steps`-step respaced chain when given (default: the training chain)."""
+    bound = pipeline.variational_bound(images, generator=torch.Generator().manual_seed(seed), progress=progress,
+                                       num_inference_steps=num_inference_steps)
     bpd = bound.bits_per_dim
     return {
         "num_images": len(bpd),
+        "num_steps": len(bound.timesteps),
         "bits_per_dim": bpd.mean().item(),
         "bits_per_dim_std_error": (bpd.std().item() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan"),
         "prior_bits_per_dim": bound.prior_bits_per_dim.mean().item(),
@@ -79,6 +96,8 @@ def evaluate_pipeline(
     mixed_precision: str = "no",
     feature_model: str | ImageEncoder | None = None,
     grid_path: str | Path | None = None,
+    bound_steps: int | None = None,
+    train_data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Bits/dim on held-out images and, for digit models, the classifier FID/KID of `num_samples` samples.
 
@@ -86,7 +105,12 @@ def evaluate_pipeline(
     KID of the same samples against all evaluation images in that encoder's features, with a floor and
     a ceiling (`encoder_sample_quality`), under ``results["feature_model"]``. The encoder is loaded
     before any work starts. With ``grid_path``, the first `GRID_IMAGES` samples are written there as a grid
-    (`grid.image_grid`) and its path is recorded as ``results["samples_grid"]``.
+    (`grid.image_grid`) and its path is recorded as ``results["samples_grid"]``. ``bound_steps`` = K gives the bound
+    of the K-step respaced chain instead of the training chain's.
+
+    Next to the bound, ``results["bound_references"]`` holds two trivial models of the same images in the same 8-bit
+    space (`reference_bounds`): uniform over the used levels and a per-pixel histogram, fitted on the training
+    images (the digits' training split, or ``train_data_dir``).
 
     ``compile_sampling`` and ``mixed_precision`` are the opt-in fast paths of
     :mod:`ddpm_from_scratch.fast_sampling`, applied to drawing the samples only: the bound is always
@@ -103,8 +127,10 @@ def evaluate_pipeline(
     images = all_images if num_bound_images is None else all_images[:num_bound_images]
     results: dict[str, Any] = {
         "dataset": DIGITS_HELD_OUT if data_dir is None else f"images in {Path(data_dir)}",
-        "bound": bound_summary(pipeline, images, seed, progress),
+        "bound": bound_summary(pipeline, images, seed, progress, bound_steps),
     }
+    train_images, fitted_on = reference_training_images(pipeline.unet.config, data_dir, train_data_dir)
+    results["bound_references"] = {"fitted_on": fitted_on, **reference_bounds(train_images, images)}
     digits = data_dir is None and is_digits_model(pipeline.unet.config)
     steps = num_inference_steps or default_num_inference_steps(sampler)
     sampling = {"sampler": sampler, "num_inference_steps": steps, "compiled": compile_sampling,
@@ -144,6 +170,16 @@ def format_results(results: dict[str, Any]) -> str:
         ("  prior term L_T", f"{bound['prior_bits_per_dim']:.2e}"),
         ("  decoder term L_0", f"{bound['decoder_bits_per_dim']:.3f}"),
     ]
+    if bound.get("num_steps") is not None:
+        rows.insert(1, ("  chain", f"{bound['num_steps']} steps"))
+    references = results.get("bound_references")
+    if references:
+        uniform, histogram = references["uniform_over_used_levels"], references["per_pixel_histogram"]
+        rows += [
+            (f"  reference: uniform over the {uniform['num_levels']} used levels", f"{uniform['bits_per_dim']:.3f}"),
+            ("  reference: per-pixel histogram (no correlations)",
+             f"{histogram['bits_per_dim']:.3f} ± {histogram['bits_per_dim_std_error']:.3f}"),
+        ]
     quality = results.get("sample_quality")
     if quality:
         sampling = f"{quality['num_images']} samples, {quality['sampler']} {quality['num_inference_steps']} steps"
