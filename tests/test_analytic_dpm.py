@@ -197,3 +197,27 @@ def test_pipeline_with_the_analytic_scheduler_saves_and_loads(tmp_path):
     first = pipe(generator=torch.Generator().manual_seed(0), **kwargs).images
     again = loaded(generator=torch.Generator().manual_seed(0), **kwargs).images
     np.testing.assert_array_equal(first, again)
+
+
+def test_to_diffusers_says_in_one_line_that_sigma_star_becomes_the_posterior_variance():
+    pipe = DDPMFromScratchPipeline(unet=GaussianOptimalDenoiser(sample_size=4, num_train_timesteps=T),
+                                   scheduler=exact_analytic_scheduler())
+    with pytest.warns(UserWarning, match="cannot be expressed in diffusers' DDPMScheduler") as caught:
+        exported = pipe.to_diffusers()
+    assert "\n" not in str(caught[0].message)
+    assert exported.scheduler.config.variance_type == "fixed_small"
+    assert "gamma" not in exported.scheduler.config
+
+
+def test_analytic_variance_script_writes_a_loadable_pipeline(tmp_path, tiny_pipeline_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "analytic_variance.py"
+    subprocess.run([sys.executable, str(script), str(tiny_pipeline_dir), "--output_dir", str(tmp_path / "out"),
+                    "--num_images", "4", "--quiet"], check=True)
+    loaded = DDPMFromScratchPipeline.from_pretrained(tmp_path / "out")
+    assert isinstance(loaded.scheduler, AnalyticDPMScheduler)
+    assert len(loaded.scheduler.config.gamma) == loaded.scheduler.config.num_train_timesteps
+    assert all(0 < g < 10 for g in loaded.scheduler.config.gamma)

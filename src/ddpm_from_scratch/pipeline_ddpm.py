@@ -497,6 +497,13 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
                 )
             if config.get("variance_type") == "fixed_large_log":
                 config["variance_type"] = "fixed_large"
+            if config.pop("gamma", None) is not None:
+                warnings.warn(
+                    "Analytic-DPM's variance σ*² (AnalyticDPMScheduler) cannot be expressed in diffusers' DDPMScheduler:"
+                    " the export samples with its lower bound σ² = β̃ (variance_type='fixed_small').",
+                    UserWarning,
+                    stacklevel=2,
+                )
             scheduler = DDPMScheduler.from_config(config)
         if learns_variance and not scheduler_reads_variance(scheduler):
             warnings.warn(
