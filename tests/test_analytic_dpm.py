@@ -199,9 +199,9 @@ def test_pipeline_with_the_analytic_scheduler_saves_and_loads(tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
-def test_to_diffusers_says_in_one_line_that_sigma_star_becomes_the_posterior_variance():
-    pipe = DDPMFromScratchPipeline(unet=GaussianOptimalDenoiser(sample_size=4, num_train_timesteps=T),
-                                   scheduler=exact_analytic_scheduler())
+def test_to_diffusers_says_in_one_line_that_sigma_star_becomes_the_posterior_variance(tiny_pipeline_dir):
+    unet = DDPMFromScratchPipeline.from_pretrained(tiny_pipeline_dir).unet
+    pipe = DDPMFromScratchPipeline(unet=unet, scheduler=AnalyticDPMScheduler(gamma=[0.5] * 50, num_train_timesteps=50))
     with pytest.warns(UserWarning, match="cannot be expressed in diffusers' DDPMScheduler") as caught:
         exported = pipe.to_diffusers()
     assert "\n" not in str(caught[0].message)
