@@ -221,3 +221,18 @@ def test_analytic_variance_script_writes_a_loadable_pipeline(tmp_path, tiny_pipe
     assert isinstance(loaded.scheduler, AnalyticDPMScheduler)
     assert len(loaded.scheduler.config.gamma) == loaded.scheduler.config.num_train_timesteps
     assert all(0 < g < 10 for g in loaded.scheduler.config.gamma)
+
+
+def test_pipeline_samples_on_an_explicit_chain_as_set_timesteps_does():
+    pipe = DDPMFromScratchPipeline(unet=GaussianOptimalDenoiser(sample_size=4, num_train_timesteps=T),
+                                   scheduler=exact_analytic_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    chain = optimal_trajectory(pipe.scheduler, 5)
+    images = pipe(batch_size=2, timesteps=chain, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert pipe.scheduler.timesteps.tolist() == chain
+    sample = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    torch.randn(2, 1, 4, 4, generator=generator)  # x_T, drawn first by the pipeline
+    for t in chain:
+        sample = pipe.scheduler.step(pipe.unet(sample, t).sample, t, sample, generator=generator).prev_sample
+    torch.testing.assert_close(images, (sample / 2 + 0.5).clamp(0, 1))

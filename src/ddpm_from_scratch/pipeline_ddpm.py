@@ -357,6 +357,7 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         num_inference_steps: int = 1000,
         output_type: str = "pil",
         return_dict: bool = True,
+        timesteps: list[int] | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generate images by running the reverse process from pure noise.
@@ -375,6 +376,9 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
                 `(B, H, W, C)` in [0, 1]) or `"pt"` (a tensor of shape `(B, C, H, W)` in [0, 1]).
             return_dict (`bool`, defaults to `True`):
                 Return an [`~pipelines.ImagePipelineOutput`] rather than a plain tuple.
+            timesteps (`list[int]`, *optional*):
+                An explicit descending chain (e.g. Analytic-DPM's optimal trajectory) instead of
+                `num_inference_steps`, for schedulers whose `set_timesteps` takes `timesteps`.
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
@@ -384,7 +388,13 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         device = self._execution_device
 
         # Timesteps first: for σ-space schedulers (Euler, Heun, ...) init_noise_sigma depends on them.
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if timesteps is not None:
+            if "timesteps" not in inspect.signature(self.scheduler.set_timesteps).parameters:
+                raise ValueError(f"`timesteps` needs a scheduler whose set_timesteps takes them; "
+                                 f"{type(self.scheduler).__name__}'s does not")
+            self.scheduler.set_timesteps(timesteps=timesteps, device=device)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
         # x_T ~ N(0, σ_init² I): σ_init is 1 for DDPM/DDIM but not for σ-space schedulers.
         sample = randn_tensor(self._image_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
         sample = sample * self.scheduler.init_noise_sigma
