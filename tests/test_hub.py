@@ -471,3 +471,47 @@ def test_a_failed_upload_says_so_and_leaves_the_folder_untouched(hub, tmp_path, 
     assert digest(folder) == before
     repo = hub.repos.get(repo_id)
     assert repo is None or [c.message for c in repo.commits.values()] == ["initial commit"]
+
+
+ANALYTIC_REMOTE_SCRIPT = """
+import importlib.abc, json, sys
+
+class NoDDPMFromScratch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "ddpm_from_scratch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoDDPMFromScratch())
+import torch
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("tester/analytic", trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=5, output_type="np").images
+torch.save(torch.as_tensor(images), sys.argv[1])
+print("REPORT" + json.dumps({"scheduler": type(pipe.scheduler).__module__ + "." + type(pipe.scheduler).__name__,
+                             "modules": sorted(m for m in sys.modules if m.startswith("ddpm_from_scratch"))}))
+"""
+
+
+def test_an_analytic_dpm_repo_ships_its_scheduler_with_the_file_it_builds_on(hub, tmp_path, cache):
+    from ddpm_from_scratch import AnalyticDPMScheduler, scheduling_analytic_dpm
+
+    pipe = tiny_pipeline()
+    pipe = DDPMFromScratchPipeline(unet=pipe.unet, scheduler=AnalyticDPMScheduler(
+        gamma=[0.1 + 0.04 * t for t in range(20)], num_train_timesteps=20))
+    push_pipeline_folder(training_output(tmp_path / "run", pipe), "tester/analytic", token=hub.token)
+    files = hub.files("tester/analytic")
+    assert files["scheduler/scheduling_analytic_dpm.py"] == Path(scheduling_analytic_dpm.__file__).read_bytes()
+    assert files["scheduler/scheduling_ddpm.py"] == Path(scheduling_ddpm.__file__).read_bytes()
+
+    result = subprocess.run([sys.executable, "-c", ANALYTIC_REMOTE_SCRIPT, str(tmp_path / "remote.pt")],
+                            env=subprocess_env(hub, tmp_path / "home"), cwd=tmp_path, capture_output=True, text=True,
+                            timeout=180, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.split("REPORT", 1)[1])
+    assert report == {"scheduler": "diffusers_modules.local.scheduling_analytic_dpm.AnalyticDPMScheduler",
+                      "modules": []}
+    torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), samples(pipe), atol=1e-6, rtol=0)
+    again = DDPMFromScratchPipeline.from_pretrained("tester/analytic", cache_dir=cache)
+    assert type(again.scheduler) is AnalyticDPMScheduler

@@ -53,7 +53,7 @@ NOT_UPLOADED_FILES = ("optimizer*", "random_states*", "scaler*.pt", "*.pkl", "*.
 NOT_UPLOADED_TOP_LEVEL_FILES = ("scheduler*.bin", "scheduler*.pt", "lr_scheduler*")
 
 # The package's modules that a pushed repo ships, as the module names model_index.json uses.
-CODE_MODULES = ("unet", "scheduling_ddpm")
+CODE_MODULES = ("unet", "scheduling_ddpm", "scheduling_analytic_dpm")
 PIPELINE_CLASS = "DDPMFromScratchPipeline"
 
 

@@ -105,7 +105,24 @@ def remote_code_layout(
             stem = value[0].rpartition(".")[2]
             index[name] = [stem, value[1]]
             files[f"{name}/{stem}.py"] = module_files[value[0]]
+            for sibling in _relative_imports(module_files[value[0]]):
+                files[f"{name}/{sibling}.py"] = _sibling_file(module_files[value[0]], sibling)
     return index, files
+
+
+def _relative_imports(source_file: str) -> list[str]:
+    """The sibling modules a component file imports (``from .scheduling_ddpm import ...``): diffusers' remote-code
+    loader finds them in the component's folder, so they ship there beside it."""
+    import re
+
+    with open(source_file, encoding="utf-8") as file:
+        return sorted(set(re.findall(r"^from \.(\w+) import", file.read(), flags=re.MULTILINE)))
+
+
+def _sibling_file(source_file: str, module: str) -> str:
+    import os
+
+    return os.path.join(os.path.dirname(source_file), f"{module}.py")
 
 
 def scheduler_reads_variance(scheduler: SchedulerMixin) -> bool:
