@@ -9,8 +9,9 @@ one run:
 - bits/dim of the bound on all 300 held-out digits (seed 0, one draw per term; the same draws for every variance,
   so differences between variances are not noise) at K = 10, 25, 50, 100, 1000 steps ('leading' spacing, as the
   sampler), for σ² = β̃ (fixed_small), σ² = β (fixed_large), the learned variance (when the network has one),
-  Analytic-DPM's σ*² on the same even chain, and σ*² on the optimal trajectory of K steps;
-- classifier FID of ``--num_samples`` samples (image i drawn with seed i) at K = 10, 25, 50 for the same five;
+  Analytic-DPM's σ*² on the same even chain, and σ*² on the optimal trajectory of K steps, each with Γ estimated
+  both ways (`analytic_variance.estimate_gamma`: Bao et al.'s E‖ε_θ‖², and the default 1 − E‖ε − ε_θ‖²);
+- classifier FID of ``--num_samples`` samples (image i drawn with seed i) at K = 10, 25, 50 for the same;
 - classifier FID at the default training sampler (DPM-Solver++, 25 steps) for the model as trained;
 - the reference rows of the bound (uniform over the used levels, per-pixel histogram).
 
@@ -34,9 +35,13 @@ import torch
 
 STEPS = (10, 25, 50, 100, 1000)
 FID_STEPS = (10, 25, 50)
-VARIANCES = ("fixed_small", "fixed_large", "learned", "analytic", "analytic_optimal")
+VARIANCES = ("fixed_small", "fixed_large", "learned", "analytic_norm", "analytic_norm_optimal", "analytic",
+             "analytic_optimal")
 LABELS = {"fixed_small": "σ² = β̃", "fixed_large": "σ² = β", "learned": "learned (L_hybrid)",
-          "analytic": "Analytic-DPM, even steps", "analytic_optimal": "Analytic-DPM, optimal steps"}
+          "analytic_norm": "Analytic-DPM, Γ = E‖ε_θ‖² (paper), even steps",
+          "analytic_norm_optimal": "Analytic-DPM, Γ = E‖ε_θ‖² (paper), optimal steps",
+          "analytic": "Analytic-DPM, Γ = 1 − E‖ε − ε_θ‖² (default), even steps",
+          "analytic_optimal": "Analytic-DPM, Γ = 1 − E‖ε − ε_θ‖² (default), optimal steps"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,7 +79,7 @@ class CachedNetwork(torch.nn.Module):
         return self.cache[key]
 
 
-def schedulers(pipe, analytic) -> dict:
+def schedulers(pipe, analytic: dict) -> dict:
     from ddpm_from_scratch import DDPMFromScratchScheduler
 
     config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
@@ -82,14 +87,15 @@ def schedulers(pipe, analytic) -> dict:
              for name in ("fixed_small", "fixed_large")}
     if pipe.scheduler.config.variance_type in ("learned", "learned_range"):
         found["learned"] = pipe.scheduler
-    found["analytic"] = found["analytic_optimal"] = analytic
+    for estimator, name in (("norm", "analytic_norm"), ("error", "analytic")):
+        found[name] = found[f"{name}_optimal"] = analytic[estimator]
     return found
 
 
 def chain_kwargs(variance: str, steps: int, scheduler) -> dict:
     from ddpm_from_scratch.analytic_variance import optimal_trajectory
 
-    if variance == "analytic_optimal":
+    if variance.endswith("_optimal"):
         return {"timesteps": optimal_trajectory(scheduler, steps)}
     return {"num_inference_steps": steps}
 
@@ -112,13 +118,16 @@ def evaluate(name: str, folder: str, args, record: dict, save) -> None:
     record["scheduler"] = {k: pipe.scheduler.config[k] for k in ("variance_type", "beta_schedule")}
     record["scheduler"]["trained_betas"] = pipe.scheduler.config.get("trained_betas") is not None
     record["references"] = reference_bounds(train, held_out)
-    started = time.time()
     chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: args.gamma_images]
-    gamma = estimate_gamma(pipe.unet, pipe.scheduler, train[chosen], generator=torch.Generator().manual_seed(1),
-                           progress=False)
-    record["gamma_seconds"] = time.time() - started
-    record["gamma"] = {"first": gamma[0], "middle": gamma[len(gamma) // 2], "last": gamma[-1]}
-    found = schedulers(pipe, analytic_scheduler(pipe.scheduler, gamma))
+    analytic = {}
+    for estimator in ("norm", "error"):
+        started = time.time()
+        gamma = estimate_gamma(pipe.unet, pipe.scheduler, train[chosen], generator=torch.Generator().manual_seed(1),
+                               progress=False, estimator=estimator)
+        record[f"gamma_{estimator}"] = {"seconds": time.time() - started, "values": gamma,
+                                        "at_least_one": sum(g >= 1 for g in gamma)}
+        analytic[estimator] = analytic_scheduler(pipe.scheduler, gamma)
+    found = schedulers(pipe, analytic)
     network = CachedNetwork(pipe.unet)
 
     bounds = record.setdefault("bits_per_dim", {})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ddpm_from_scratch.analytic_variance import analytic_scheduler, estimate_gamma
+from ddpm_from_scratch.analytic_variance import GAMMA_ESTIMATORS, analytic_scheduler, estimate_gamma
 from ddpm_from_scratch.data import check_image_folder
 from ddpm_from_scratch.evaluation import held_out_images, reference_training_images
 from ddpm_from_scratch.pipeline_source import exit_with_usage_error, load_pipeline_or_exit
@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num_images", type=int, default=100,
                    help="Training images per timestep for Γ (Bao et al.: 10 already match 50,000 to ±0.005).")
     p.add_argument("--data_dir", help="The training images (default: the embedded digits' training split).")
+    p.add_argument("--estimator", choices=GAMMA_ESTIMATORS, default="error",
+                   help="error: Γ = 1 − E‖ε − ε_θ‖²/d (precise where the x̂_0 error is small; see estimate_gamma); "
+                        "norm: Γ = E‖ε_θ‖²/d, Bao et al.'s estimate.")
     p.add_argument("--seed", type=int, default=0, help="Seeds the choice of images and the noise.")
     p.add_argument("--overwrite", action="store_true", help="Write into --output_dir even if it is not empty.")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None):
     chosen = torch.randperm(len(images), generator=generator)[: args.num_images]
     pipeline.unet.eval()
     gamma = estimate_gamma(pipeline.unet, pipeline.scheduler, images[chosen].to(pipeline.device),
-                           generator=generator, progress=not args.quiet)
+                           generator=generator, progress=not args.quiet, estimator=args.estimator)
     analytic = type(pipeline)(unet=pipeline.unet, scheduler=analytic_scheduler(pipeline.scheduler, gamma))
     analytic.save_pretrained(args.output_dir)
     print(f"Γ from {len(chosen)} training images per timestep (Γ_0 = {gamma[0]:.4f}, Γ_T-1 = {gamma[-1]:.4f}); wrote "

@@ -59,9 +59,10 @@ class AnalyticDPMScheduler(DDPMFromScratchScheduler):
 
     Args:
         gamma (`list[float]`):
-            Γ_t = E ‖ε_θ(x_t, t)‖² / d for t = 0..T−1 (length ``num_train_timesteps``, finite, ≥ 0), the network's
-            mean squared ε-prediction on training images (``analytic_variance.estimate_gamma``). Γ_t < 1 for a
-            good ε-model: it cannot predict all of the unit-variance noise.
+            Γ_t = E ‖ε_θ(x_t, t)‖² / d for t = 0..T−1 (length ``num_train_timesteps``, finite), the network's
+            mean squared ε-prediction on training images, or the estimate 1 − E‖ε − ε_θ‖²/d of the same number
+            (``analytic_variance.estimate_gamma``). Γ_t < 1 for a good ε-model: it cannot predict all of the
+            unit-variance noise.
         variance_type (`str`, defaults to ``"fixed_small"``):
             Must be ``"fixed_small"``: σ*² replaces the reverse variance, β̃ (its lower bound) is what plain
             diffusers' ``DDPMScheduler`` falls back to with this config, and the decoder's convention.
@@ -159,7 +160,7 @@ class AnalyticDPMScheduler(DDPMFromScratchScheduler):
 
 def check_gamma(gamma: Sequence[float] | np.ndarray | torch.Tensor | None, num_train_timesteps: int) -> torch.Tensor:
     """Γ as a float64 tensor, refused in one line naming ``gamma`` if it is missing, of the wrong length, or holds
-    a non-finite or negative value."""
+    a non-finite value. (Any finite Γ gives a σ*² between the clip's bounds.)"""
     if gamma is None:
         raise ValueError("AnalyticDPMScheduler needs gamma, the table Γ_t = E‖ε_θ(x_t, t)‖²/d of its ε-model: "
                          "estimate it with ddpm_from_scratch.analytic_variance.estimate_gamma")
@@ -169,7 +170,7 @@ def check_gamma(gamma: Sequence[float] | np.ndarray | torch.Tensor | None, num_t
     if values.ndim != 1 or values.size != num_train_timesteps:
         raise ValueError(f"gamma must hold one value per training timestep (num_train_timesteps="
                          f"{num_train_timesteps}), got shape {values.shape}")
-    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise ValueError(f"gamma must be finite and >= 0, got gamma[{bad[0]}] = {values[bad[0]]}")
+        raise ValueError(f"gamma must be finite, got gamma[{bad[0]}] = {values[bad[0]]}")
     return torch.from_numpy(values)
