@@ -90,13 +90,22 @@ def run_steps_against_diffusers(config: dict, set_timesteps_kwargs: dict | None,
     # multiplying; ours stay float32. That is one half-precision ulp (2^-11 relative) in a
     # coefficient, which x̂_0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t amplifies by up to 1/√ᾱ_t at large t.
     tol = 2e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-5
+    last = ref.timesteps[-1]
     for t in ref.timesteps:
         model_output = model_output_for(config, sample, inputs)
         got = ours.step(model_output, t, sample, generator=gen_ours)
+        if t == last and t > 0:
+            gen_ref_before_last = gen_ref.get_state()
         want = ref.step(model_output, t, sample, generator=gen_ref)
         assert got.prev_sample.dtype == want.prev_sample.dtype
         assert_close(got.pred_original_sample, want.pred_original_sample, atol=tol, rtol=tol)
-        assert_close(got.prev_sample, want.prev_sample, atol=tol, rtol=tol)
+        if t == last and t > 0:
+            # Difference 6: into x_0 ours returns the mean, which there is x̂_0 itself (ᾱ_{t'} = 1);
+            # diffusers adds noise, one draw more.
+            assert_close(got.prev_sample, want.pred_original_sample, atol=tol, rtol=tol)
+            gen_ref.set_state(gen_ref_before_last)
+        else:
+            assert_close(got.prev_sample, want.prev_sample, atol=tol, rtol=tol)
         assert torch.isfinite(got.prev_sample).all()
         sample = want.prev_sample
     # Same number of draws of the same shape: the generators end in the same state.
@@ -690,7 +699,7 @@ def test_step_is_the_model_mean_plus_model_std_times_the_generators_draw(varianc
         batch_t = torch.full((SHAPE[0],), t)
         params = ours.p_mean_variance(model_output, x, batch_t, ours.previous_timestep(batch_t))
         z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
-        want = params.mean + (params.variance.sqrt() * z if t > 0 else 0)
+        want = params.mean + (params.variance.sqrt() * z if ours.previous_timestep(t) >= 0 else 0)
         assert_close(out.prev_sample, want)
         assert_close(out.pred_original_sample, params.pred_original_sample)
 
@@ -963,7 +972,7 @@ def test_learned_range_step_noise_std_on_a_respaced_chain_uses_the_chains_own_be
         a, b = 2 * i, 2 * i + 1
         x_a = ours.step(model_output, t, x, generator=torch.Generator().manual_seed(a)).prev_sample
         x_b = ours.step(model_output, t, x, generator=torch.Generator().manual_seed(b)).prev_sample
-        if t == 0:  # the last step of a chain ending at 0 adds no noise
+        if prev[i] < 0:  # the last step of every chain adds no noise (difference 6)
             assert torch.equal(x_a, x_b)
             continue
         z_a, z_b = (torch.randn(SHAPE, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in (a, b))
@@ -1047,3 +1056,17 @@ def test_threshold_sample_under_diffusers_name_matches_diffusers():
     config = dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.5)
     want = DDPMScheduler(**config)._threshold_sample(x)
     torch.testing.assert_close(DDPMFromScratchScheduler(**config)._threshold_sample(x), want)
+
+
+@pytest.mark.parametrize(("config", "n"), [({"timestep_spacing": "trailing"}, 50), ({"steps_offset": 1}, 10)])
+def test_the_last_step_of_a_chain_ending_above_zero_returns_the_mean_as_algorithm_2(config, n):
+    ours = DDPMFromScratchScheduler(variance_type="fixed_large", **config)
+    ours.set_timesteps(n)
+    t = int(ours.timesteps[-1])
+    assert t > 0
+    x, model_output = torch.randn(SHAPE), torch.randn(SHAPE)
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    out = ours.step(model_output, t, x, generator=generator)
+    assert_close(out.prev_sample, ours.p_mean_variance(model_output, x, t, -1).mean)
+    assert torch.equal(generator.get_state(), state)  # nothing drawn

@@ -267,6 +267,10 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
     5. Bad configurations raise ``ValueError`` at construction (diffusers raises for some of them
        only in ``step``/``set_timesteps``, or not at all), and custom timesteps or ``steps_offset``
        that would leave [0, T) are refused by ``set_timesteps``.
+    6. The last step of every chain returns the mean μ_θ, as Algorithm 2 of Ho et al. does. diffusers adds noise
+       there whenever t > 0, i.e. on chains that end above timestep 0 ('trailing' spacing, ``steps_offset`` ≥ 1,
+       custom timesteps): with ``fixed_large`` and 50 'trailing' steps of the linear schedule that is noise of
+       std √(1 − ᾱ_19) = 0.076, ten 8-bit levels, on the finished image. Chains ending at 0 are unaffected.
 
     This model inherits from [`SchedulerMixin`] and [`ConfigMixin`] (saving, loading, ``from_config``).
 
@@ -949,8 +953,8 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
 
         x̂_0 from the model output (clipped or thresholded per config), μ = μ̃_t(x̂_0, x_t), and
         x_{t'} = μ + σ_t z with z ~ N(0, I) drawn through ``generator`` by diffusers' ``randn_tensor``
-        (shape, dtype and device of the model output), for t > 0; at t = 0, x_{t'} = μ and nothing is
-        drawn. t' is the next timestep of the current chain, so respaced chains use β'_t = 1 − ᾱ_t/ᾱ_{t'}.
+        (shape, dtype and device of the model output), except at the last step of the chain (t' = −1, into x_0),
+        where x_{t'} = μ and nothing is drawn, whatever t is (difference 6). t' is the next timestep of the current chain, so respaced chains use β'_t = 1 − ᾱ_t/ᾱ_{t'}.
 
         Args:
             model_output: the model's prediction at (x_t, t); 2C channels for the learned variance types.
@@ -966,7 +970,7 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
         row = self._step_coefficients.get(t)
         if row is None:
             raise ValueError(f"timestep {t} is not on the current chain ({self._chain_summary()})")
-        _, sqrt_ac, sqrt_one_minus_ac, coef_x0, coef_xt, std, min_log, max_log = row
+        prev, sqrt_ac, sqrt_one_minus_ac, coef_x0, coef_xt, std, min_log, max_log = row
         model_output, predicted_variance = self.split_model_output(model_output, sample)
 
         prediction_type = self.config.prediction_type
@@ -980,7 +984,8 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
 
         prev_sample = coef_x0 * pred_original_sample + coef_xt * sample
 
-        if t > 0:
+        # The step into x_0 returns the mean (Algorithm 2), also when the chain ends above timestep 0.
+        if prev >= 0:
             noise = randn_tensor(
                 model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
             )
