@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", default=",".join(map(str, STEPS)))
     p.add_argument("--fid_steps", default=",".join(map(str, FID_STEPS)))
     p.add_argument("--batch_size", type=int, default=500, help="Sampling batch.")
+    p.add_argument("--fid_variances", default="fixed_small,fixed_large,learned,analytic,analytic_optimal",
+                   help=f"Which of {','.join(VARIANCES)} get the classifier FID rows.")
     args = p.parse_args(argv)
     for run in args.runs:
         if "=" not in run or not Path(run.split("=", 1)[1]).is_dir():
@@ -154,7 +156,7 @@ def evaluate(name: str, folder: str, args, record: dict, save) -> None:
     for steps in (int(s) for s in args.fid_steps.split(",")):
         for variance, scheduler in found.items():
             key = f"{variance}:{steps}"
-            if key in quality:
+            if key in quality or variance not in args.fid_variances.split(","):
                 continue
             started = time.time()
             sampler = DDPMFromScratchPipeline(unet=pipe.unet, scheduler=scheduler)
