@@ -243,12 +243,19 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     if args.log_snr_max is not None:
         overrides["trained_betas"] = log_snr_linear_betas(
             args.num_train_timesteps, args.log_snr_max, args.log_snr_min).tolist()
-    return DDPMFromScratchScheduler(
+    scheduler = DDPMFromScratchScheduler(
         num_train_timesteps=args.num_train_timesteps,
         beta_schedule=args.beta_schedule,
         prediction_type=args.prediction_type,
         **overrides,
     )
+    # ᾱ is float32 (as in diffusers): near 1 it resolves steps of 6e-8 only, and a β below that makes two
+    # consecutive ᾱ equal, a step with β' = 0 whose log-variance is −∞.
+    if args.log_snr_max is not None and not bool((scheduler.alphas_cumprod[1:] < scheduler.alphas_cumprod[:-1]).all()):
+        raise SystemExit(f"error: --log_snr_max {args.log_snr_max} with {args.num_train_timesteps} timesteps gives steps "
+                         "of ᾱ below float32's resolution near 1 (two equal ᾱ_t); use a lower --log_snr_max (≤ 13 "
+                         "for 1000 steps down to -10) or fewer timesteps.")
+    return scheduler
 
 
 class EpochPermutationSampler(torch.utils.data.Sampler):

@@ -410,3 +410,28 @@ def test_the_grids_and_the_evaluation_use_the_chosen_sampler_and_its_usual_steps
     quality = json.loads((out / "evaluation.json").read_text())["sample_quality"]
     assert (quality["sampler"], quality["num_inference_steps"]) == ("ddim", 50)
     assert (out / "samples" / "step-2.png").is_file()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--log_snr_max", "13"], "--log_snr_max and --log_snr_min together"),
+    (["--log_snr_max", "-10", "--log_snr_min", "13"], "--log_snr_max must exceed --log_snr_min"),
+    (["--log_snr_max", "16", "--log_snr_min", "-10"], "below float32's resolution"),
+])
+def test_a_log_snr_schedule_float32_cannot_hold_is_refused_naming_the_flag(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        run_main(*flags, "--output_dir", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_log_snr_schedule_is_saved_as_trained_betas_that_diffusers_loads(tmp_path, tiny_config):
+    from diffusers import DDPMScheduler
+
+    from ddpm_from_scratch.scheduling_ddpm import log_snr_linear_betas
+
+    run_main("--model_config", tiny_config, "--loss", "simple", "--log_snr_max", "12", "--log_snr_min", "-9",
+             "--max_train_steps", "1", "--no_evaluate", "--logger", "none", "--save_images_steps", "100",
+             "--output_dir", tmp_path / "out")
+    theirs = DDPMScheduler.from_pretrained(tmp_path / "out", subfolder="scheduler")
+    alphas_cumprod = torch.sigmoid(torch.linspace(12, -9, 1000, dtype=torch.float64))
+    torch.testing.assert_close(theirs.alphas_cumprod.double(), alphas_cumprod, rtol=1e-5, atol=1e-7)
+    assert torch.equal(theirs.betas, torch.as_tensor(log_snr_linear_betas(1000, 12, -9), dtype=torch.float32))
