@@ -440,7 +440,9 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
 
         `images` are in [-1, 1] on the 8-bit grid, shape (B, C, H, W). Calls
         `ddpm_from_scratch.likelihood.variational_bound` with this pipeline's U-Net and scheduler (which must
-        be a DDPM scheduler: the bound is a property of the DDPM chain); other keyword arguments go through.
+        be a DDPM scheduler: the bound is a property of the DDPM chain); other keyword arguments go through,
+        among them ``num_inference_steps=K`` or ``timesteps=[...]`` for the bound of the respaced chain that
+        `__call__` samples with the same argument.
         Needs the ddpm-from-scratch package itself, not only this file.
         """
         # Imported by name, not with an import statement: diffusers scans a remote-code file's import
