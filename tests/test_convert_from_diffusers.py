@@ -94,3 +94,16 @@ def test_a_unet2d_option_the_network_cannot_express_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_script("convert_from_diffusers").main([str(folder), str(tmp_path / "out")])
     assert "resnet_time_scale_shift" in capsys.readouterr().err
+
+
+def test_analytic_variance_script_takes_a_diffusers_ddpm_pipeline(diffusers_folder, tmp_path):
+    from ddpm_from_scratch import AnalyticDPMScheduler
+
+    load_script("analytic_variance").main([str(diffusers_folder), "--output_dir", str(tmp_path / "analytic"),
+                                           "--num_images", "3", "--quiet"])
+    loaded = DDPMFromScratchPipeline.from_pretrained(tmp_path / "analytic")
+    assert isinstance(loaded.scheduler, AnalyticDPMScheduler)
+    assert torch.equal(loaded.scheduler.alphas_cumprod, DDPMScheduler(num_train_timesteps=40).alphas_cumprod)
+    loaded.set_progress_bar_config(disable=True)
+    images = loaded(batch_size=2, num_inference_steps=10, output_type="np").images
+    assert np.isfinite(images).all()
