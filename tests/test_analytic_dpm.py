@@ -231,13 +231,10 @@ def test_to_diffusers_says_in_one_line_that_sigma_star_becomes_the_posterior_var
 
 
 def test_analytic_variance_script_writes_a_loadable_pipeline(tmp_path, tiny_pipeline_dir):
-    import subprocess
-    import sys
-    from pathlib import Path
+    from script_modules import load_script
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "analytic_variance.py"
-    subprocess.run([sys.executable, str(script), str(tiny_pipeline_dir), "--output_dir", str(tmp_path / "out"),
-                    "--num_images", "4", "--quiet"], check=True)
+    load_script("analytic_variance").main([str(tiny_pipeline_dir), "--output_dir", str(tmp_path / "out"),
+                                           "--num_images", "4", "--quiet"])
     loaded = DDPMFromScratchPipeline.from_pretrained(tmp_path / "out")
     assert isinstance(loaded.scheduler, AnalyticDPMScheduler)
     assert len(loaded.scheduler.config.gamma) == loaded.scheduler.config.num_train_timesteps
@@ -257,3 +254,16 @@ def test_pipeline_samples_on_an_explicit_chain_as_set_timesteps_does():
     for t in chain:
         sample = pipe.scheduler.step(pipe.unet(sample, t).sample, t, sample, generator=generator).prev_sample
     torch.testing.assert_close(images, (sample / 2 + 0.5).clamp(0, 1))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--num_images", "0"], "--num_images must be a positive integer"),
+    (["--estimator", "mean"], "invalid choice: 'mean'"),
+])
+def test_analytic_variance_script_refuses_bad_arguments_by_name(tmp_path, tiny_pipeline_dir, capsys, argv, message):
+    from script_modules import load_script
+
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("analytic_variance").main([str(tiny_pipeline_dir), "--output_dir", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

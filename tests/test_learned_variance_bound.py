@@ -91,7 +91,8 @@ def respaced_step_float64(x, eps, v, t, t_prev, z, abar):
     mean = math.sqrt(ac_prev) * beta / (1 - ac_t) * x0 + math.sqrt(1 - beta) * (1 - ac_prev) / (1 - ac_t) * x
     frac = (v + 1) / 2
     log_variance = frac * math.log(beta) + (1 - frac) * math.log(tilde)
-    return mean + (torch.exp(torch.as_tensor(0.5 * log_variance)) * z if t > 0 else 0), log_variance
+    # The step into x_0 (t' = −1) returns the mean, as Algorithm 2 does, whatever t is.
+    return mean + (torch.exp(torch.as_tensor(0.5 * log_variance)) * z if t_prev >= 0 else 0), log_variance
 
 
 @pytest.mark.parametrize(("spacing", "steps"), [("leading", 13), ("trailing", 50), ("linspace", 7)])
