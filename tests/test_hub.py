@@ -302,7 +302,7 @@ def test_a_private_repo_needs_the_token(hub, tmp_path, cache):
 
 # ------------------------------------------------------------------------------------ way 2: diffusers only
 
-REMOTE_CODE_SCRIPT = """
+WITHOUT_THE_PACKAGE = """
 import importlib.abc, json, sys
 
 class NoDDPMFromScratch(importlib.abc.MetaPathFinder):
@@ -312,6 +312,9 @@ class NoDDPMFromScratch(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 sys.meta_path.insert(0, NoDDPMFromScratch())
+"""
+
+REMOTE_CODE_SCRIPT = WITHOUT_THE_PACKAGE + """
 report = {}
 try:
     import ddpm_from_scratch  # noqa: F401
@@ -473,15 +476,7 @@ def test_a_failed_upload_says_so_and_leaves_the_folder_untouched(hub, tmp_path, 
     assert repo is None or [c.message for c in repo.commits.values()] == ["initial commit"]
 
 
-ANALYTIC_REMOTE_SCRIPT = """
-import importlib.abc, json, sys
-
-class NoDDPMFromScratch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "ddpm_from_scratch":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-sys.meta_path.insert(0, NoDDPMFromScratch())
+ANALYTIC_REMOTE_SCRIPT = WITHOUT_THE_PACKAGE + """
 import torch
 from diffusers import DiffusionPipeline
 
