@@ -2,6 +2,7 @@
 and the two sampling pipelines produce the same images."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,25 @@ def test_quick_benchmark_runs_the_opt_in_sampling_paths(tmp_path):
         assert run["match"] is True and run["max_abs_diff"] <= 1e-3
         assert run["max_abs_diff_bf16"] > run["max_abs_diff"]  # bf16 really was on
     assert "ours compiled (theirs eager)" in results["table"]
+
+
+def test_bound_variances_benchmark_writes_every_row(tmp_path, tiny_pipeline_dir):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bound_variances_digits",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "bound_variances_digits.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    output = tmp_path / "bounds.json"
+    benchmark.main([f"tiny={tiny_pipeline_dir}", "--json", str(output), "--steps", "5,50", "--fid_steps", "5",
+                    "--num_samples", "20", "--gamma_images", "4"])
+    record = json.loads(output.read_text())["runs"]["tiny"]
+    variances = ("fixed_small", "fixed_large", "analytic_norm", "analytic_norm_optimal", "analytic", "analytic_optimal")
+    assert set(record["bits_per_dim"]) == {f"{v}:{k}" for v in variances for k in (5, 50)}
+    assert set(record["classifier_fid"]) == {"fixed_small:5", "fixed_large:5", "analytic:5", "analytic_optimal:5",
+                                             "dpm-solver:25"}
+    # The full-length chain is the same for every σ*² chain choice, and the bound is finite everywhere.
+    assert record["bits_per_dim"]["analytic:50"] == {**record["bits_per_dim"]["analytic_optimal:50"],
+                                                      "seconds": record["bits_per_dim"]["analytic:50"]["seconds"]}
+    assert all(math.isfinite(row["bits_per_dim"]) for row in record["bits_per_dim"].values())
