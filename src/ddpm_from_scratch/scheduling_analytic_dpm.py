@@ -25,7 +25,7 @@ from diffusers.configuration_utils import register_to_config
 # Imported for diffusers' loader, which looks a component's base class up in the component's own module.
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401
 
-from .scheduling_ddpm import DDPMFromScratchScheduler, Timesteps, _chain_coefficients, _compute_dtype
+from .scheduling_ddpm import DDPMFromScratchScheduler, Timesteps, _as_index, _chain_coefficients
 
 # The step into x_0 keeps the posterior variance β̃ = 0, clamped as the parent clamps it.
 _MIN_VARIANCE = 1e-20
@@ -127,25 +127,15 @@ class AnalyticDPMScheduler(DDPMFromScratchScheduler):
     ) -> torch.Tensor:
         """σ*²_{t|t'} of [`analytic_variance`] at ``timesteps`` (t' = ``prev_timesteps``, default t − 1),
         shaped to broadcast against ``like``; ``predicted_variance`` is ignored (the model has none)."""
-        device = like.device if like is not None else (
-            timesteps.device if isinstance(timesteps, torch.Tensor) else torch.device("cpu"))
-        dtype = _compute_dtype(like.dtype) if like is not None else torch.float32
-        t = torch.as_tensor(np.asarray(timesteps) if not isinstance(timesteps, torch.Tensor) else timesteps,
-                            dtype=torch.long, device=device)
-        if prev_timesteps is None:
-            p = t - 1
-        else:
-            p = torch.as_tensor(np.asarray(prev_timesteps) if not isinstance(prev_timesteps, torch.Tensor)
-                                else prev_timesteps, dtype=torch.long, device=device)
+        # ᾱ_t and ᾱ_{t'} through the parent's gather (its device, dtype and broadcasting); Γ at the same t.
+        ac_t = self._coefficient("alphas_cumprod", timesteps, prev_timesteps, like)
+        ac_prev = self._coefficient("alphas_cumprod_prev", timesteps, prev_timesteps, like)
+        t = _as_index(timesteps, ac_t.device)
         T = self.config.num_train_timesteps
         if bool(((t < 0) | (t >= T)).any()):
             raise ValueError(f"timesteps must lie in [0, {T}), got {t.tolist()}")
-        padded = torch.cat([torch.ones(1, dtype=dtype), self.alphas_cumprod.detach().to("cpu", dtype)]).to(device)
-        gamma = self._gamma.to(device, dtype)
-        variance = analytic_variance(padded[t + 1], padded[p + 1], gamma[t])
-        if like is not None and variance.ndim > 0:
-            variance = variance.reshape(-1, *([1] * (like.ndim - 1)))
-        return variance
+        gamma = self._gamma.to(ac_t.device, ac_t.dtype)[t].reshape(ac_t.shape)
+        return analytic_variance(ac_t, ac_prev, gamma)
 
     def model_log_variance(
         self,
