@@ -98,6 +98,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "(so diffusers' schedulers load it); replaces --beta_schedule. A high value resolves the "
                             "8-bit grid at the decoder (σ_1² ≈ e^−log_snr_max).")
     model.add_argument("--log_snr_min", type=float, default=None, help="See --log_snr_max.")
+    model.add_argument("--fourier_features", type=int, nargs="+", default=None, metavar="N",
+                       help="Append sin(2^N π x_t), cos(2^N π x_t) to the network's input for each N (VDM's Fourier "
+                            "features; 4 resolves the digits' 17 levels, 7 8 the 8-bit grid). Such a network has no "
+                            "UNet2DModel equivalent.")
     model.add_argument("--prediction_type", default="epsilon")
     model.add_argument("--loss", choices=LOSS_TYPES, default="hybrid",
                        help="hybrid: L_simple + λ·L_vlb, the network also learns its variance (2×channels output, "
@@ -190,6 +194,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit("error: --push_to_hub needs --hub_model_id (e.g. your-name/ddpm-digits).")
     if not args.vlb_weight > 0:
         raise SystemExit(f"error: --vlb_weight must be positive, got {args.vlb_weight}.")
+    if args.fourier_features is not None and args.pretrained_model_name_or_path:
+        raise SystemExit("error: --fourier_features builds a new network; it cannot be combined with "
+                         "--pretrained_model_name_or_path.")
     if (args.log_snr_max is None) != (args.log_snr_min is None):
         raise SystemExit("error: give --log_snr_max and --log_snr_min together.")
     if args.log_snr_max is not None and not args.log_snr_max > args.log_snr_min:
@@ -228,6 +235,8 @@ def build_unet(args: argparse.Namespace) -> DDPMFromScratchUNet:
                 f"error: --model_config {args.model_config!r} is neither a preset ({', '.join(PRESETS)}) nor a file."
             )
         config = json.loads(config_path.read_text())
+    if args.fourier_features is not None:
+        config["fourier_feature_exponents"] = list(args.fourier_features)
     if variance_type_for_loss(args.loss) is not None:
         config["out_channels"] = 2 * config.get("in_channels", 3)
     return DDPMFromScratchUNet.from_config(config)
@@ -377,7 +386,9 @@ def main(argv=None) -> dict:
         (output_dir / "samples").mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process and args.logger != "none":
         # The hyper-parameters go into TensorBoard: never the token.
-        hparams = {k: v for k, v in vars(args).items() if v is not None and k != "hub_token"}
+        # TensorBoard's hparams take scalars only: a list option is logged as its text.
+        hparams = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                   for k, v in vars(args).items() if v is not None and k != "hub_token"}
         accelerator.init_trackers("train", config=hparams)
 
     num_params = sum(p.numel() for p in unet.parameters())

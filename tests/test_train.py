@@ -435,3 +435,18 @@ def test_a_log_snr_schedule_is_saved_as_trained_betas_that_diffusers_loads(tmp_p
     alphas_cumprod = torch.sigmoid(torch.linspace(12, -9, 1000, dtype=torch.float64))
     torch.testing.assert_close(theirs.alphas_cumprod.double(), alphas_cumprod, rtol=1e-5, atol=1e-7)
     assert torch.equal(theirs.betas, torch.as_tensor(log_snr_linear_betas(1000, 12, -9), dtype=torch.float32))
+
+
+def test_fourier_features_are_refused_with_a_pretrained_network(tmp_path):
+    with pytest.raises(SystemExit, match="--fourier_features builds a new network"):
+        run_main("--fourier_features", "4", "--pretrained_model_name_or_path", tmp_path, "--output_dir", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_fourier_features_are_saved_in_the_trained_networks_config(tmp_path, tiny_config):
+    run_main("--model_config", tiny_config, "--loss", "simple", "--fourier_features", "4", "7",
+             "--max_train_steps", "1", "--no_evaluate", "--logger", "tensorboard", "--save_images_steps", "100",
+             "--output_dir", tmp_path / "out")
+    unet = DDPMFromScratchUNet.from_pretrained(tmp_path / "out", subfolder="unet")
+    assert unet.config.fourier_feature_exponents == (4, 7)
+    assert unet.conv_in.in_channels == unet.config.in_channels * 5

@@ -18,6 +18,7 @@ from ddpm_from_scratch.unet import (
     DDPMFromScratchUNet,
     DDPMFromScratchUNetOutput,
     Dropout,
+    fourier_features,
     sinusoidal_embedding,
 )
 
@@ -232,7 +233,8 @@ def test_dropout_zeroes_a_fraction_p_and_rescales_the_rest():
 def test_config_registers_every_constructor_argument():
     model = DDPMFromScratchUNet(**TINY)
     # The diffusers-layout options default to the DDPM paper's layout.
-    ddpm_layout = {"attention_head_dim": None, "flip_sin_to_cos": False, "freq_shift": 1.0, "downsample_padding": 0}
+    ddpm_layout = {"attention_head_dim": None, "flip_sin_to_cos": False, "freq_shift": 1.0, "downsample_padding": 0,
+                   "fourier_feature_exponents": ()}
     assert public(model.config) == {**TINY, **ddpm_layout}
 
 
@@ -282,7 +284,8 @@ def test_ddpm_cifar10_preset_has_the_paper_size(google_cifar10_unet):
 
 def test_google_ddpm_cifar10_converts_to_the_preset_and_agrees(google_cifar10_unet):
     ours = DDPMFromScratchUNet.from_unet2d(google_cifar10_unet)
-    ddpm_layout = {"attention_head_dim": None, "flip_sin_to_cos": False, "freq_shift": 1.0, "downsample_padding": 0}
+    ddpm_layout = {"attention_head_dim": None, "flip_sin_to_cos": False, "freq_shift": 1.0, "downsample_padding": 0,
+                   "fourier_feature_exponents": ()}
     # the hub config has no dropout
     assert public(ours.config) == dict(PRESETS["ddpm-cifar10"], dropout=0.0, **ddpm_layout)
     x, _ = inputs(GOOGLE_DDPM_CIFAR10, batch=1)
@@ -509,3 +512,64 @@ def test_the_default_layouts_attention_heads_follow_the_head_width_per_level():
     ours = DDPMFromScratchUNet.from_unet2d(UNet2DModel(**DIFFUSERS_LAYOUTS["UNet2DModel-defaults"]))
     heads = [block.heads for level in ours.down_levels for block in level.attentions] + [ours.middle.attention.heads]
     assert sorted(set(heads)) == [8, 12, 16]  # 64/8, 96/8, 128/8 (middle 128/8)
+
+
+def test_fourier_features_append_sines_then_cosines_of_every_exponent():
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    features = fourier_features(x, [4, 7])
+    expected = [x]
+    for fn in (torch.sin, torch.cos):
+        expected += [fn(2.0 ** n * math.pi * x) for n in (4, 7)]
+    torch.testing.assert_close(features, torch.cat(expected, dim=1))
+
+
+def test_fourier_features_of_no_exponents_are_the_input_itself():
+    x = torch.randn(2, 1, 8, 8)
+    assert fourier_features(x, ()) is x
+
+
+def test_fourier_features_are_periodic_in_the_grid_they_resolve():
+    # n = 4 has period 1/8 in x, the spacing of the digits' 17 levels in [−1, 1]: every level maps to one phase.
+    levels = torch.linspace(-1, 1, 17).reshape(1, 1, 1, 17)
+    features = fourier_features(levels, [4])
+    torch.testing.assert_close(features[:, 1], torch.zeros(1, 1, 17), atol=1e-5, rtol=0)
+    torch.testing.assert_close(features[:, 2], torch.ones(1, 1, 17), atol=1e-5, rtol=0)
+
+
+def test_a_network_with_fourier_features_widens_only_its_first_convolution():
+    plain = DDPMFromScratchUNet.from_preset("digits")
+    with_features = DDPMFromScratchUNet.from_preset("digits", fourier_feature_exponents=[4, 5, 6])
+    assert with_features.conv_in.in_channels == 7 and plain.conv_in.in_channels == 1
+    widened = {k for k, v in with_features.state_dict().items() if v.shape != plain.state_dict()[k].shape}
+    assert widened == {"conv_in.weight"}
+
+
+def test_fourier_features_reach_the_prediction():
+    # x and x + 2^-4·2 have the same features at n = 4 but different x: a network that ignored the
+    # features would need conv_in's x-weights; zero those and only the features can tell x_t apart.
+    model = perturb_(DDPMFromScratchUNet.from_preset("digits", fourier_feature_exponents=[6]), seed=2).eval()
+    with torch.no_grad():
+        model.conv_in.weight[:, 0] = 0
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.5
+    with torch.no_grad():
+        same_phase = model(x + 2.0 ** -5, 10).sample  # one period of sin(2^6 π x)
+        other_phase = model(x + 2.0 ** -7, 10).sample
+        reference = model(x, 10).sample
+    torch.testing.assert_close(same_phase, reference, atol=1e-4, rtol=0)
+    assert (other_phase - reference).abs().max() > 1e-3
+
+
+def test_fourier_features_survive_save_and_load(tmp_path):
+    model = perturb_(DDPMFromScratchUNet.from_preset("digits", fourier_feature_exponents=[4, 8]), seed=5).eval()
+    model.save_pretrained(tmp_path)
+    loaded = DDPMFromScratchUNet.from_pretrained(tmp_path).eval()
+    assert loaded.config.fourier_feature_exponents == (4, 8)
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x, 7).sample, model(x, 7).sample)
+
+
+def test_to_unet2d_refuses_fourier_features_naming_the_option():
+    model = DDPMFromScratchUNet.from_preset("digits", fourier_feature_exponents=[4])
+    with pytest.raises(ValueError, match=r"fourier_feature_exponents=\[4\].*no UNet2DModel equivalent"):
+        model.to_unet2d()

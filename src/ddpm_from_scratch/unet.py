@@ -84,6 +84,23 @@ del _name
 # --------------------------------------------------------------------------------------
 
 
+def fourier_features(sample: torch.Tensor, exponents: Sequence[int]) -> torch.Tensor:
+    r"""x_t with sin(2^n π x_t) and cos(2^n π x_t) of every channel appended, n ∈ ``exponents`` (Kingma et al.
+    2021, VDM, appendix C).
+
+    At high SNR the Bayes denoiser of data on a grid is a function of x_t modulo the grid spacing, which a network
+    of smooth activations on x_t alone resolves poorly; 2^n π x_t with 2^n ≈ 2 / spacing hands it that phase
+    directly. For [−1, 1] images the 8-bit bins are 2/255 wide (n = 7, 8); the digits' 17 levels are 1/8 apart
+    (n = 4). Output channels: ``C · (1 + 2 · len(exponents))``, ordered x, then sines, then cosines, per exponent.
+    """
+    if not exponents:
+        return sample
+    frequencies = torch.pi * torch.tensor([2.0 ** n for n in exponents], dtype=sample.dtype, device=sample.device)
+    # (B, C, H, W) → (B, C·N, H, W): channel c of exponent n at index n_index·C + c.
+    phases = (frequencies[:, None, None, None, None] * sample[None]).transpose(0, 1).flatten(1, 2)
+    return torch.cat([sample, torch.sin(phases), torch.cos(phases)], dim=1)
+
+
 def sinusoidal_embedding(timesteps: torch.Tensor, frequencies: torch.Tensor, flip_sin_to_cos: bool = False) -> torch.Tensor:
     """The Transformer's sinusoidal position embedding, applied to diffusion timesteps.
 
@@ -350,6 +367,9 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             default.
         downsample_padding: 0 pads right/bottom before each stride-2 convolution (DDPM); 1 pads every side
             (``UNet2DModel``'s default).
+        fourier_feature_exponents: n of the features sin(2^n π x_t), cos(2^n π x_t) appended to x_t before the
+            first convolution (VDM; see :func:`fourier_features`). Empty (the default, and DDPM): x_t alone, the
+            layout ``UNet2DModel`` has; a network with features has no ``UNet2DModel`` equivalent.
     """
 
     _supports_gradient_checkpointing = True
@@ -374,15 +394,18 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         flip_sin_to_cos: bool = False,
         freq_shift: float = 1.0,
         downsample_padding: int = 0,
+        fourier_feature_exponents: Sequence[int] = (),
     ):
         super().__init__()
         # JSON turns tuples into lists; keep the config the same whichever way it came.
         channel_multipliers = tuple(int(m) for m in channel_multipliers)
         attention_levels = tuple(sorted(int(i) for i in attention_levels))
+        fourier_feature_exponents = tuple(int(n) for n in fourier_feature_exponents)
         if isinstance(sample_size, (list, tuple)):
             sample_size = tuple(int(s) for s in sample_size)
         self.register_to_config(
-            sample_size=sample_size, channel_multipliers=channel_multipliers, attention_levels=attention_levels
+            sample_size=sample_size, channel_multipliers=channel_multipliers, attention_levels=attention_levels,
+            fourier_feature_exponents=fourier_feature_exponents,
         )
         num_levels = len(channel_multipliers)
         if num_levels == 0:
@@ -406,7 +429,8 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             return width // attention_head_dim
 
         self.time_embedding = TimestepEmbedding(base_channels, temb_channels, flip_sin_to_cos, freq_shift)
-        self.conv_in = nn.Conv2d(in_channels, base_channels, kernel_size=3, padding=1)
+        self.conv_in = nn.Conv2d(
+            in_channels * (1 + 2 * len(fourier_feature_exponents)), base_channels, kernel_size=3, padding=1)
 
         # Encoder. `skip_channels` records the width of every activation the decoder
         # will be handed, in the order they are produced.
@@ -516,7 +540,7 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         temb = F.silu(self.time_embedding(t, dtype=self.conv_in.weight.dtype))
 
         # Encoder: keep every activation for the skip connections.
-        h = self.conv_in(sample)
+        h = self.conv_in(fourier_features(sample, self.config.get("fourier_feature_exponents", ())))
         skips = [h]
         for level in self.down_levels:
             for j, block in enumerate(level.res_blocks):
@@ -639,6 +663,11 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         from diffusers import UNet2DModel
 
         cfg = self.config
+        if cfg.get("fourier_feature_exponents"):
+            raise ValueError(
+                f"fourier_feature_exponents={list(cfg.fourier_feature_exponents)}: UNet2DModel has no Fourier "
+                "features of its input, so this network has no UNet2DModel equivalent"
+            )
         num_levels = len(cfg.channel_multipliers)
         heads = cfg.attention_heads
         if cfg.get("attention_head_dim") is not None:
