@@ -82,7 +82,10 @@ def export(src: str, dst: str | Path, token: str | None = None, revision: str | 
     if revision:
         load_kwargs["revision"] = revision
     pipeline = load_pipeline_or_exit(src, "SRC", **load_kwargs)
-    plain = pipeline.to_diffusers()
+    try:
+        plain = pipeline.to_diffusers()
+    except ValueError as error:  # a network or variance plain diffusers cannot express
+        raise SystemExit(f"error: SRC {src} cannot be exported as a DDPMPipeline: {error}") from None
     dst.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(dst)
 

@@ -391,6 +391,17 @@ def load_export_script():
     return module
 
 
+def test_export_script_refuses_a_network_diffusers_cannot_express_in_one_line(tmp_path):
+    plain_network = tiny_pipeline()
+    pipe = DDPMFromScratchPipeline(
+        unet=DDPMFromScratchUNet.from_config(plain_network.unet.config, fourier_feature_exponents=[4]),
+        scheduler=plain_network.scheduler)
+    pipe.save_pretrained(tmp_path / "run")
+    with pytest.raises(SystemExit, match=r"SRC .*run cannot be exported.*fourier_feature_exponents=\[4\]"):
+        load_export_script().main([str(tmp_path / "run"), str(tmp_path / "plain")])
+    assert not (tmp_path / "plain").exists()
+
+
 def test_export_script_writes_and_pushes_a_plain_ddpm_pipeline(hub, tmp_path, cache):
     pipe = tiny_pipeline()
     run = training_output(tmp_path / "run", pipe)
