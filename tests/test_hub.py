@@ -20,14 +20,14 @@ import yaml
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch import pipeline_ddpm, scheduling_ddpm, unet
+from ddpm_from_scratch import pipeline_ddpm, pipeline_utils, scheduling_ddpm, unet
 from ddpm_from_scratch.hub import HubUploadError, hub_upload_files, push_pipeline_folder, render_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "model_card.md"
 EXPORT = ROOT / "scripts" / "export_diffusers.py"
-CODE = {"pipeline.py": pipeline_ddpm.__file__, "unet/unet.py": unet.__file__,
-        "scheduler/scheduling_ddpm.py": scheduling_ddpm.__file__}
+CODE = {"pipeline.py": pipeline_ddpm.__file__, "pipeline_utils.py": pipeline_utils.__file__,
+        "unet/unet.py": unet.__file__, "scheduler/scheduling_ddpm.py": scheduling_ddpm.__file__}
 PIPELINE_FILES = {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                   "scheduler/scheduler_config.json"}
 
@@ -129,9 +129,39 @@ def test_push_uploads_pipeline_code_card_and_samples_but_no_training_state(hub, 
     assert index["unet"] == ["unet", "DDPMFromScratchUNet"]
     assert index["scheduler"] == ["scheduling_ddpm", "DDPMFromScratchScheduler"]
     assert files["README.md"] == (folder / "README.md").read_bytes()
-    # The local folder is exactly as it was: model_index.json still names the package's modules.
+    assert digest(folder) == before  # the local folder is exactly as it was
+
+
+def test_save_pretrained_writes_the_layout_push_to_hub_uploads(hub, tmp_path):
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "saved")
+    pipe.push_to_hub("tester/pushed", token=hub.token)
+    saved = {p.relative_to(tmp_path / "saved").as_posix(): p.read_bytes()
+             for p in (tmp_path / "saved").rglob("*") if p.is_file()}
+    pushed = {path: data for path, data in hub.files("tester/pushed").items()
+              if path not in (".gitattributes", "README.md")}
+    assert saved == pushed
+    assert set(saved) == PIPELINE_FILES | set(CODE)
+    index = json.loads(saved["model_index.json"])
+    assert index["_class_name"] == ["pipeline", "DDPMFromScratchPipeline"]
+    assert (index["unet"], index["scheduler"]) == (["unet", "DDPMFromScratchUNet"],
+                                                   ["scheduling_ddpm", "DDPMFromScratchScheduler"])
+
+
+def test_an_earlier_packages_folder_gets_the_code_in_the_upload_only(hub, tmp_path):
+    folder = training_output(tmp_path / "run", tiny_pipeline())
+    for path in CODE:
+        (folder / path).unlink()
+    index = json.loads((folder / "model_index.json").read_text())
+    index.update(_class_name="DDPMFromScratchPipeline", unet=["ddpm_from_scratch.unet", "DDPMFromScratchUNet"],
+                 scheduler=["ddpm_from_scratch.scheduling_ddpm", "DDPMFromScratchScheduler"])
+    (folder / "model_index.json").write_text(json.dumps(index))
+    before = digest(folder)
+    push_pipeline_folder(folder, "tester/old", token=hub.token)
+    files = hub.files("tester/old")
+    assert all(files[path] == Path(source).read_bytes() for path, source in CODE.items())
+    assert json.loads(files["model_index.json"])["unet"] == ["unet", "DDPMFromScratchUNet"]
     assert digest(folder) == before
-    assert json.loads((folder / "model_index.json").read_text())["unet"][0] == "ddpm_from_scratch.unet"
 
 
 def test_the_upload_plan_skips_every_kind_of_training_state(tmp_path):
@@ -144,6 +174,8 @@ def test_the_upload_plan_skips_every_kind_of_training_state(tmp_path):
 def test_code_is_shipped_for_the_packages_classes_under_any_module_name_unless_the_folder_has_it(tmp_path):
     folder = tmp_path / "saved"
     tiny_pipeline().save_pretrained(folder)
+    for path in CODE:
+        (folder / path).unlink()
     index = json.loads((folder / "model_index.json").read_text())
     # As saved from a pipeline loaded with trust_remote_code, or from a clone of a pushed repo.
     index.update(unet=["diffusers_modules.local.unet", "DDPMFromScratchUNet"],
@@ -194,8 +226,8 @@ def test_pipe_push_to_hub_ships_code_and_a_card_rendered_from_the_template(hub, 
                                        repo_id="tester/pushed")
     pipe.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="tester/pushed", token=hub.token)
     assert hub.files("tester/pushed")["README.md"] == b"---\nlicense: mit\n---\n# kept\n"
-    # save_pretrained(push_to_hub=True) writes the usual folder and uploads the remote-code layout.
-    assert not (tmp_path / "local" / "pipeline.py").exists()
+    # save_pretrained(push_to_hub=True) writes the folder and uploads it as it is.
+    assert (tmp_path / "local" / "pipeline.py").read_bytes() == hub.files("tester/pushed")["pipeline.py"]
     assert json.loads(hub.files("tester/pushed")["model_index.json"])["unet"] == ["unet", "DDPMFromScratchUNet"]
 
 

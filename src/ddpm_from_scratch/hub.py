@@ -7,6 +7,7 @@ What a pipeline repo on the Hub holds (``push_pipeline_folder``, ``DDPMFromScrat
                                       "unet": ["unet", "DDPMFromScratchUNet"],
                                       "scheduler": ["scheduling_ddpm", "DDPMFromScratchScheduler"]}
     pipeline.py                      = ddpm_from_scratch/pipeline_ddpm.py
+    pipeline_utils.py                = ddpm_from_scratch/pipeline_utils.py (imported by pipeline.py)
     unet/unet.py                     = ddpm_from_scratch/unet.py
     unet/config.json, unet/diffusion_pytorch_model.safetensors
     scheduler/scheduling_ddpm.py     = ddpm_from_scratch/scheduling_ddpm.py
@@ -15,8 +16,10 @@ What a pipeline repo on the Hub holds (``push_pipeline_folder``, ``DDPMFromScrat
 
 This is diffusers' layout for code shipped in a repo: a component ``name: [stem, class]`` whose file
 ``name/stem.py`` exists is imported from that file, and a ``_class_name`` of ``[stem, class]`` with a
-``stem.py`` at the root is the pipeline's class (``trust_remote_code=True`` is required for both). The
-three code files import only torch, numpy and diffusers, so the repo loads
+``stem.py`` at the root is the pipeline's class (``trust_remote_code=True`` is required for both). Each
+code file ships with the sibling files it imports (``pipeline_utils.py``; ``scheduling_ddpm.py`` beside
+``scheduling_analytic_dpm.py``; ``unet.py`` beside ``toy_models.py``), and they import only torch, numpy and
+diffusers otherwise, so the repo loads
 
 1. with this package installed: ``DDPMFromScratchPipeline.from_pretrained(repo_id)``, which maps the
    entries back to ``ddpm_from_scratch.*`` modules and runs none of the repo's code;
@@ -24,8 +27,9 @@ three code files import only torch, numpy and diffusers, so the repo loads
 3. and ``DDPMFromScratchPipeline.to_diffusers()`` / ``scripts/export_diffusers.py`` make a separate repo
    with diffusers' own ``DDPMPipeline``, which needs no custom code at all.
 
-The local folder is never changed: the rewritten ``model_index.json`` and the code files exist only in
-the upload. Training state is never uploaded: ``checkpoint-*/`` and ``.checkpoint-*.tmp/`` folders,
+A folder written by ``save_pretrained`` already has this layout and is uploaded as it is; a folder saved by
+an earlier version of the package (model_index.json naming ``ddpm_from_scratch.unet``, no code) gets the
+layout in the upload only. The local folder is never changed. Training state is never uploaded: ``checkpoint-*/`` and ``.checkpoint-*.tmp/`` folders,
 ``logs/`` (TensorBoard), optimizer and random states (see ``NOT_UPLOADED_FOLDERS``/``NOT_UPLOADED_FILES``).
 
 The Hub token is whatever huggingface_hub finds (the ``token`` argument, then ``HF_TOKEN``, then the
@@ -51,10 +55,6 @@ NOT_UPLOADED_FILES = ("optimizer*", "random_states*", "scaler*.pt", "*.pkl", "*.
                       "events.out.tfevents.*", ".DS_Store")
 # Files that are training state only at the top of the folder (accelerate's learning-rate scheduler).
 NOT_UPLOADED_TOP_LEVEL_FILES = ("scheduler*.bin", "scheduler*.pt", "lr_scheduler*")
-
-# The package's modules that a pushed repo ships, as the module names model_index.json uses.
-CODE_MODULES = ("unet", "scheduling_ddpm", "scheduling_analytic_dpm")
-PIPELINE_CLASS = "DDPMFromScratchPipeline"
 
 
 class HubUploadError(RuntimeError):
@@ -136,10 +136,18 @@ def _package_code(folder: Path, index: Mapping[str, Any]) -> tuple[dict[str, str
     """The package's code for the entries of `index` that need it: {library as named in model_index.json:
     source file} and the pipeline's source file (or None).
 
-    A component needs it when its class is one of the package's (``ddpm_from_scratch.unet``, or a copy
+    An entry needs it when its class is one of the package's (named ``ddpm_from_scratch.unet``, or by a copy
     such as ``diffusers_modules.local.unet`` or ``unet``) and the folder does not already ship its file.
     """
     import importlib
+
+    from .pipeline_utils import PIPELINE_CODE_STEM, package_module
+
+    def source(library: str, class_name: str) -> str | None:
+        module = library if library.startswith(f"{package}.") else package_module(library, class_name)
+        if module is None or not hasattr(importlib.import_module(module), class_name):
+            return None
+        return importlib.import_module(module).__file__
 
     package = __name__.rpartition(".")[0]
     modules: dict[str, str] = {}
@@ -147,18 +155,17 @@ def _package_code(folder: Path, index: Mapping[str, Any]) -> tuple[dict[str, str
         if name.startswith("_") or not isinstance(value, (list, tuple)) or len(value) != 2:
             continue
         library, class_name = value
-        if not isinstance(library, str) or library.split(".")[0] in ("diffusers", "transformers"):
+        if not isinstance(library, str) or (folder / name / f"{library.rpartition('.')[2]}.py").is_file():
             continue
-        stem = library.rpartition(".")[2]
-        if stem not in CODE_MODULES or (folder / name / f"{stem}.py").is_file():
-            continue
-        module = importlib.import_module(f"{package}.{stem}")
-        if hasattr(module, class_name):
-            modules[library] = module.__file__
+        found = source(library, class_name)
+        if found is not None:
+            modules[library] = found
     pipeline = index.get("_class_name")
-    pipeline_name = pipeline[1] if isinstance(pipeline, (list, tuple)) and len(pipeline) == 2 else pipeline
-    wanted = pipeline_name == PIPELINE_CLASS and not (folder / "pipeline.py").is_file()
-    return modules, importlib.import_module(f"{package}.pipeline_ddpm").__file__ if wanted else None
+    library, pipeline_name = pipeline if isinstance(pipeline, (list, tuple)) and len(pipeline) == 2 \
+        else (PIPELINE_CODE_STEM, pipeline)
+    if not isinstance(pipeline_name, str) or (folder / f"{PIPELINE_CODE_STEM}.py").is_file():
+        return modules, None
+    return modules, source(library, pipeline_name)
 
 
 def _uploaded(relative: Path) -> bool:
@@ -177,11 +184,11 @@ def hub_upload_files(
 
     The folder's files minus training state, ``model_index.json`` pointed at the code files, and the code
     files. `module_files` ({library as model_index.json names it: source file}) and `pipeline_file` default
-    to this package's modules, for the components whose classes are the package's (and the pipeline, when
-    it is ``DDPMFromScratchPipeline``) unless the folder already ships their code. Components of diffusers
-    itself (an exported ``DDPMPipeline``, a swapped-in ``DDIMScheduler``) need no code and get none.
+    to this package's modules, for the components and the pipeline whose classes are the package's, unless
+    the folder already ships their code (as every folder `save_pretrained` writes does). Components of
+    diffusers itself (an exported ``DDPMPipeline``, a swapped-in ``DDIMScheduler``) need no code and get none.
     """
-    from .pipeline_ddpm import remote_code_layout
+    from .pipeline_utils import remote_code_layout
 
     folder = Path(folder)
     index_path = folder / "model_index.json"

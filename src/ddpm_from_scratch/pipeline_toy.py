@@ -4,7 +4,7 @@
 `BinomialDiffusionPipeline` runs the binomial reverse chain x_T ~ Bernoulli(p)^L, x_{t'} ~ B(f_b(x_t, t));
 `PointDiffusionPipeline` runs a Gaussian reverse chain over vectors with any diffusers scheduler
 (this package's DDPM scheduler reads a learned variance). Both save, load and push like
-`DDPMFromScratchPipeline`: they share its Hub mechanics (`HubPipelineMixin`).
+`DDPMFromScratchPipeline`: they share its Hub mechanics (`pipeline_utils.HubPipelineMixin`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_ddpm import HubPipelineMixin, scheduler_reads_variance
+from .pipeline_utils import HubPipelineMixin, scheduler_reads_variance
 
 TOY_OUTPUT_TYPES = ("np", "pt")
 

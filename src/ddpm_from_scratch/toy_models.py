@@ -11,12 +11,16 @@ One class, two uses, set by its config:
   (a sigmoid between β̃ and β): the same family of variances, and the package's bound, losses and
   samplers already handle it, so the toy uses the very code the image models do.
 
-This module imports only torch, diffusers and this package's `unet` (for the timestep embedding).
+This module imports only torch and diffusers, so that it ships alone in a saved folder's ``unet/`` (diffusers
+downloads a model folder's weights, config and named code file, nothing else beside it). The timestep embedding
+is therefore a copy of the U-Net's, marked ``# Copied from``; tests/test_copies.py checks the copies still match.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +29,73 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from .unet import TimestepEmbedding
+
+# Copied from ddpm_from_scratch.unet.sinusoidal_embedding
+def sinusoidal_embedding(timesteps: torch.Tensor, frequencies: torch.Tensor, flip_sin_to_cos: bool = False) -> torch.Tensor:
+    """The Transformer's sinusoidal position embedding, applied to diffusion timesteps.
+
+    ``emb[b] = [sin(t_b ω_0), …, sin(t_b ω_{d/2-1}), cos(t_b ω_0), …, cos(t_b ω_{d/2-1})]``
+    with ``ω_i = 10000^(-i / (d/2 - 1))`` (the DDPM code's convention: sines first, and
+    the last frequency exactly 1/10000).
+
+    Args:
+        timesteps: ``(B,)`` timesteps, integer or fractional.
+        frequencies: ``(d/2,)`` the ω_i, float32.
+
+        flip_sin_to_cos: put the cosines first (diffusers' ``UNet2DModel`` default; DDPM puts sines first).
+
+    Returns:
+        ``(B, d)`` float32 embedding (``d = 2 · len(frequencies)``).
+    """
+    # Always float32: at t ≈ 1000 the phases need more precision than fp16/bf16 have.
+    angles = timesteps.to(torch.float32)[:, None] * frequencies[None, :]
+    halves = [torch.cos(angles), torch.sin(angles)] if flip_sin_to_cos else [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(halves, dim=-1)
+
+
+# Copied from ddpm_from_scratch.unet.TimestepEmbedding
+class TimestepEmbedding(nn.Module):
+    """t ↦ MLP(sinusoidal(t)): the conditioning vector every residual block receives.
+
+    The embedding has ``channels`` dimensions; the MLP (Linear, SiLU, Linear) maps it
+    to ``embedding_dim`` (4 × base channels in DDPM).
+    """
+
+    def __init__(self, channels: int, embedding_dim: int, flip_sin_to_cos: bool = False, freq_shift: float = 1.0):
+        super().__init__()
+        self.channels = channels
+        self.flip_sin_to_cos = flip_sin_to_cos
+        self.freq_shift = freq_shift
+        # The frequencies depend only on the width: compute them once. Not persistent —
+        # they are not learned and do not belong in a checkpoint.
+        self.register_buffer("frequencies", self._frequencies(channels, freq_shift=freq_shift), persistent=False)
+        self.linear_1 = nn.Linear(channels, embedding_dim)
+        self.linear_2 = nn.Linear(embedding_dim, embedding_dim)
+
+    @staticmethod
+    def _frequencies(channels: int, device: Optional[torch.device] = None, freq_shift: float = 1.0) -> torch.Tensor:
+        half = channels // 2
+        # ω_i = 10000^(-i / (half - s)), i = 0 … half-1, s = freq_shift (DDPM: 1, so the last is exactly
+        # 1/10000; UNet2DModel's default: 0), worked out in float64 and rounded once to float32 (the
+        # max(…, 1) guards half = s).
+        exponent = torch.arange(half, dtype=torch.float64) / max(half - freq_shift, 1)
+        return torch.exp(-math.log(10000.0) * exponent).to(device=device, dtype=torch.float32)
+
+    def _apply(self, fn, *args, **kwargs):
+        # `.to(device)`, `.half()`, … also cast buffers. Re-create the frequencies in
+        # float32 on the new device instead: rounded to fp16 they would shift the phase
+        # of large t by a sizeable fraction of a radian.
+        super()._apply(fn, *args, **kwargs)
+        self.frequencies = self._frequencies(self.channels, device=self.frequencies.device, freq_shift=self.freq_shift)
+        return self
+
+    def forward(self, timesteps: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(B,)`` timesteps → ``(B, embedding_dim)`` conditioning vectors in ``dtype``."""
+        emb = sinusoidal_embedding(timesteps, self.frequencies, self.flip_sin_to_cos)
+        if self.channels % 2 == 1:  # odd width: one zero column, so the shapes still fit
+            emb = F.pad(emb, (0, 1))
+        emb = emb.to(dtype)
+        return self.linear_2(F.silu(self.linear_1(emb)))
 
 
 @dataclass

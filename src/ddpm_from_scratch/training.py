@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .losses import DEFAULT_VLB_WEIGHT, training_losses
-from .pipeline_ddpm import LEARNED_VARIANCE_TYPES
+from .pipeline_utils import LEARNED_VARIANCE_TYPES
 from .timestep_sampling import UniformSampler
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
