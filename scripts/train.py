@@ -92,6 +92,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="Fine-tune this pipeline folder / Hub id (or a U-Net folder) instead.")
     model.add_argument("--num_train_timesteps", type=int, default=1000)
     model.add_argument("--beta_schedule", default="linear")
+    model.add_argument("--beta_start", type=float, default=None,
+                       help="β_1 of the linear (and scaled_linear) schedule; default the scheduler's 1e-4. A smaller "
+                            "β_1 raises log SNR at t = 1 to ≈ −log β_1 (the decoder's resolution) and leaves the "
+                            "rest of the schedule nearly as it is.")
+    model.add_argument("--beta_end", type=float, default=None, help="β_T of the linear schedule; default 0.02.")
     model.add_argument("--log_snr_max", type=float, default=None,
                        help="With --log_snr_min: β_t whose log SNR = log(ᾱ_t/(1 − ᾱ_t)) falls linearly from this value "
                             "at the first timestep to --log_snr_min at the last, saved as the scheduler's trained_betas "
@@ -197,6 +202,14 @@ def check_args(args: argparse.Namespace) -> None:
     if args.fourier_features is not None and args.pretrained_model_name_or_path:
         raise SystemExit("error: --fourier_features builds a new network; it cannot be combined with "
                          "--pretrained_model_name_or_path.")
+    for name in ("beta_start", "beta_end"):
+        value = getattr(args, name)
+        if value is not None and not 0 < value < 1:
+            raise SystemExit(f"error: --{name} must lie in (0, 1), got {value}.")
+        if value is not None and args.log_snr_max is not None:
+            raise SystemExit(f"error: --{name} and --log_snr_max both set the schedule; give one of them.")
+    if args.beta_start is not None and args.beta_end is not None and not args.beta_start < args.beta_end:
+        raise SystemExit(f"error: --beta_start must be below --beta_end, got {args.beta_start} and {args.beta_end}.")
     if (args.log_snr_max is None) != (args.log_snr_min is None):
         raise SystemExit("error: give --log_snr_max and --log_snr_min together.")
     if args.log_snr_max is not None and not args.log_snr_max > args.log_snr_min:
@@ -252,6 +265,9 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     if args.log_snr_max is not None:
         overrides["trained_betas"] = log_snr_linear_betas(
             args.num_train_timesteps, args.log_snr_max, args.log_snr_min).tolist()
+    for name in ("beta_start", "beta_end"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     scheduler = DDPMFromScratchScheduler(
         num_train_timesteps=args.num_train_timesteps,
         beta_schedule=args.beta_schedule,
@@ -259,11 +275,15 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
         **overrides,
     )
     # ᾱ is float32 (as in diffusers): near 1 it resolves steps of 6e-8 only, and a β below that makes two
-    # consecutive ᾱ equal, a step with β' = 0 whose log-variance is −∞.
-    if args.log_snr_max is not None and not bool((scheduler.alphas_cumprod[1:] < scheduler.alphas_cumprod[:-1]).all()):
-        raise SystemExit(f"error: --log_snr_max {args.log_snr_max} with {args.num_train_timesteps} timesteps gives steps "
-                         "of ᾱ below float32's resolution near 1 (two equal ᾱ_t); use a lower --log_snr_max (≤ 13 "
-                         "for 1000 steps down to -10) or fewer timesteps.")
+    # consecutive ᾱ equal (or ᾱ_1 = 1), a step with β' = 0 whose log-variance is −∞.
+    alphas_cumprod = scheduler.alphas_cumprod
+    if not (bool((alphas_cumprod[1:] < alphas_cumprod[:-1]).all()) and alphas_cumprod[0] < 1):
+        if args.log_snr_max is not None:
+            raise SystemExit(f"error: --log_snr_max {args.log_snr_max} with {args.num_train_timesteps} timesteps gives "
+                             "steps of ᾱ below float32's resolution near 1 (two equal ᾱ_t); use a lower --log_snr_max "
+                             "(≤ 13 for 1000 steps down to -10) or fewer timesteps.")
+        raise SystemExit(f"error: --beta_start {scheduler.config.beta_start} gives steps of ᾱ below float32's resolution "
+                         "near 1 (two equal ᾱ_t); use a larger --beta_start (≥ 1e-6).")
     return scheduler
 
 

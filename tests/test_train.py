@@ -450,3 +450,27 @@ def test_fourier_features_are_saved_in_the_trained_networks_config(tmp_path, tin
     unet = DDPMFromScratchUNet.from_pretrained(tmp_path / "out", subfolder="unet")
     assert unet.config.fourier_feature_exponents == (4, 7)
     assert unet.conv_in.in_channels == unet.config.in_channels * 5
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--beta_start", "0"], "--beta_start must lie in"),
+    (["--beta_end", "1.5"], "--beta_end must lie in"),
+    (["--beta_start", "0.03", "--beta_end", "0.02"], "--beta_start must be below --beta_end"),
+    (["--beta_start", "1e-6", "--log_snr_max", "12", "--log_snr_min", "-9"], "--beta_start and --log_snr_max"),
+    (["--beta_start", "1e-9"], "--beta_start 1e-09 gives steps of ᾱ below float32's resolution"),
+])
+def test_a_beta_range_the_schedule_cannot_hold_is_refused_naming_the_flag(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        run_main(*flags, "--output_dir", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_beta_start_is_saved_in_the_scheduler_config_diffusers_loads(tmp_path, tiny_config):
+    from diffusers import DDPMScheduler
+
+    run_main("--model_config", tiny_config, "--loss", "simple", "--beta_start", "2.26e-6", "--max_train_steps", "1",
+             "--no_evaluate", "--logger", "none", "--save_images_steps", "100", "--output_dir", tmp_path / "out")
+    theirs = DDPMScheduler.from_pretrained(tmp_path / "out", subfolder="scheduler")
+    assert theirs.config.beta_start == 2.26e-6
+    expected = torch.linspace(2.26e-6, 0.02, 1000, dtype=torch.float32)
+    assert torch.equal(theirs.betas, expected)
