@@ -95,7 +95,7 @@ def schedulers(pipe, analytic: dict) -> dict:
 
 
 def chain_kwargs(variance: str, steps: int, scheduler) -> dict:
-    from ddpm_from_scratch.analytic_variance import optimal_trajectory
+    from ddpm_from_scratch.schedulers.analytic_variance import optimal_trajectory
 
     if variance.endswith("_optimal"):
         return {"timesteps": optimal_trajectory(scheduler, steps)}
@@ -104,12 +104,12 @@ def chain_kwargs(variance: str, steps: int, scheduler) -> dict:
 
 def evaluate(name: str, folder: str, args, record: dict, save) -> None:
     from ddpm_from_scratch import DDPMFromScratchPipeline
-    from ddpm_from_scratch.analytic_variance import analytic_scheduler, estimate_gamma
-    from ddpm_from_scratch.digit_classifier import load_digits_tensors
+    from ddpm_from_scratch.schedulers.analytic_variance import analytic_scheduler, estimate_gamma
+    from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
     from ddpm_from_scratch.likelihood import variational_bound
-    from ddpm_from_scratch.metrics import digit_sample_quality
-    from ddpm_from_scratch.reference_bounds import reference_bounds
-    from ddpm_from_scratch.samplers import generate
+    from ddpm_from_scratch.evaluation.metrics import digit_sample_quality
+    from ddpm_from_scratch.evaluation.reference_bounds import reference_bounds
+    from ddpm_from_scratch.sampling.samplers import generate
 
     pipe = DDPMFromScratchPipeline.from_pretrained(folder)
     pipe.unet.eval()

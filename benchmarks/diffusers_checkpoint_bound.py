@@ -24,7 +24,7 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from ddpm_from_scratch import DDPMFromScratchPipeline
-from ddpm_from_scratch.digit_classifier import load_digits_tensors
+from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
 
 HERE = Path(__file__).resolve().parent
 

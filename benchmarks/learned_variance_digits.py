@@ -66,11 +66,11 @@ def train(variant: str, args: argparse.Namespace) -> dict:
 
 def evaluate(variant: str, args: argparse.Namespace, record: dict, save) -> None:
     from ddpm_from_scratch import DDPMFromScratchPipeline
-    from ddpm_from_scratch.digit_classifier import load_digits_tensors
-    from ddpm_from_scratch.evaluation import bound_summary
-    from ddpm_from_scratch.fast_sampling import compile_for_sampling
-    from ddpm_from_scratch.metrics import digit_sample_quality
-    from ddpm_from_scratch.samplers import generate
+    from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
+    from ddpm_from_scratch.evaluation.evaluate import bound_summary
+    from ddpm_from_scratch.sampling.fast import compile_for_sampling
+    from ddpm_from_scratch.evaluation.metrics import digit_sample_quality
+    from ddpm_from_scratch.sampling.samplers import generate
 
     pipe = DDPMFromScratchPipeline.from_pretrained(Path(args.runs_dir) / variant)
     pipe.unet.eval()

@@ -75,8 +75,8 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from torch.utils import flop_counter
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch.fast_sampling import compile_for_sampling
-from ddpm_from_scratch.training import compile_for_training
+from ddpm_from_scratch.sampling.fast import compile_for_sampling
+from ddpm_from_scratch.training.step import compile_for_training
 
 SIDES = ("ours", "theirs")
 IMAGES_TOLERANCE = 1e-3

@@ -24,10 +24,10 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from diffusers.training_utils import EMAModel
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch.digit_classifier import load_digits_tensors
-from ddpm_from_scratch.evaluation import bound_summary
+from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
+from ddpm_from_scratch.evaluation.evaluate import bound_summary
 from ddpm_from_scratch.likelihood import variational_bound
-from ddpm_from_scratch.metrics import digit_sample_quality
+from ddpm_from_scratch.evaluation.metrics import digit_sample_quality
 
 
 class Side:

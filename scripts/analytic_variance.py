@@ -8,7 +8,7 @@ package, or diffusers' own DDPMPipeline. Then:
 
     DDPMFromScratchPipeline.from_pretrained(DIR)(num_inference_steps=25)            # samples with σ*²
     python scripts/evaluate.py DIR --bound_steps 25                                   # its bound on a 25-step chain
-    ddpm_from_scratch.analytic_variance.optimal_trajectory(pipe.scheduler, 25)        # the best 25 timesteps
+    ddpm_from_scratch.schedulers.analytic_variance.optimal_trajectory(pipe.scheduler, 25)        # the best 25 timesteps
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ddpm_from_scratch.analytic_variance import GAMMA_ESTIMATORS, analytic_scheduler, estimate_gamma
-from ddpm_from_scratch.data import check_image_folder
-from ddpm_from_scratch.evaluation import held_out_images, reference_training_images
-from ddpm_from_scratch.pipeline_source import exit_with_usage_error, load_pipeline_or_exit
+from ddpm_from_scratch.schedulers.analytic_variance import GAMMA_ESTIMATORS, analytic_scheduler, estimate_gamma
+from ddpm_from_scratch.data.images import check_image_folder
+from ddpm_from_scratch.evaluation.evaluate import held_out_images, reference_training_images
+from ddpm_from_scratch.hub.loading import exit_with_usage_error, load_pipeline_or_exit
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ddpm_from_scratch.pipeline_source import exit_with_usage_error, load_pipeline_or_exit
+from ddpm_from_scratch.hub.loading import exit_with_usage_error, load_pipeline_or_exit
 
 CARD = """---
 library_name: diffusers

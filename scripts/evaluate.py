@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ddpm_from_scratch.data import check_image_folder
-from ddpm_from_scratch.encoder_features import load_image_encoder
-from ddpm_from_scratch.evaluation import evaluate_folder
-from ddpm_from_scratch.fast_sampling import MIXED_PRECISION
-from ddpm_from_scratch.pipeline_source import exit_with_usage_error, load_pipeline_or_exit
-from ddpm_from_scratch.samplers import SAMPLER_HELP, sampler_argument
+from ddpm_from_scratch.data.images import check_image_folder
+from ddpm_from_scratch.evaluation.encoder_features import load_image_encoder
+from ddpm_from_scratch.evaluation.evaluate import evaluate_folder
+from ddpm_from_scratch.sampling.fast import MIXED_PRECISION
+from ddpm_from_scratch.hub.loading import exit_with_usage_error, load_pipeline_or_exit
+from ddpm_from_scratch.sampling.samplers import SAMPLER_HELP, sampler_argument
 
 
 def parse_args(argv=None) -> argparse.Namespace:

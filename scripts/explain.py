@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Draw the chains of a trained pipeline: `python scripts/explain.py PIPELINE [--output_dir explain/]`.
 
-Writes four PNGs (the functions are in ddpm_from_scratch.chain_figures, for notebooks too):
+Writes four PNGs (the functions are in ddpm_from_scratch.figures.chain, for notebooks too):
   schedule.png         β_t, ᾱ_t and log SNR against t, with the linear and cosine schedules for comparison;
   forward_process.png  a few images at t = 0, 50, 100, 250, 500, 750, 999, drawn from q(x_t | x_0);
   reverse_process.png  x_t and the network's x̂_0 at the same t while the reverse chain samples;
@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ddpm_from_scratch.chain_figures import FIGURE_FILES, write_figures
-from ddpm_from_scratch.data import check_image_folder
-from ddpm_from_scratch.evaluation import held_out_images, is_digits_model
-from ddpm_from_scratch.pipeline_source import exit_with_usage_error, load_pipeline_or_exit
+from ddpm_from_scratch.figures.chain import FIGURE_FILES, write_figures
+from ddpm_from_scratch.data.images import check_image_folder
+from ddpm_from_scratch.evaluation.evaluate import held_out_images, is_digits_model
+from ddpm_from_scratch.hub.loading import exit_with_usage_error, load_pipeline_or_exit
 
 
 def parse_args(argv=None) -> argparse.Namespace:

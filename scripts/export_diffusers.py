@@ -19,8 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from ddpm_from_scratch.pipeline_source import load_pipeline_or_exit
-from ddpm_from_scratch.hub import HubUploadError, push_pipeline_folder
+from ddpm_from_scratch.hub.loading import load_pipeline_or_exit
+from ddpm_from_scratch.hub.upload import HubUploadError, push_pipeline_folder
 
 CARD = """
 # {title}

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ddpm_from_scratch.fast_sampling import MIXED_PRECISION, compile_for_sampling, sampling_autocast
-from ddpm_from_scratch.grid import DEFAULT_GRID_WIDTH, image_grid
-from ddpm_from_scratch.pipeline_source import load_pipeline_or_exit
-from ddpm_from_scratch.samplers import SAMPLER_HELP, default_num_inference_steps, generate, sampler_argument
+from ddpm_from_scratch.sampling.fast import MIXED_PRECISION, compile_for_sampling, sampling_autocast
+from ddpm_from_scratch.figures.grid import DEFAULT_GRID_WIDTH, image_grid
+from ddpm_from_scratch.hub.loading import load_pipeline_or_exit
+from ddpm_from_scratch.sampling.samplers import SAMPLER_HELP, default_num_inference_steps, generate, sampler_argument
 
 
 def parse_args(argv=None) -> argparse.Namespace:

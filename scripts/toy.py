@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from ddpm_from_scratch.toy_tasks import TASKS, run_task
+from ddpm_from_scratch.toy.tasks import TASKS, run_task
 
 
 def parse_args(argv=None) -> argparse.Namespace:

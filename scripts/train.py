@@ -26,34 +26,37 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch.data import (
-    build_transform,
-    check_resolution,
-    load_image_dataset,
-    with_image_transform,
-)
-from ddpm_from_scratch.evaluation import evaluate_folder
-from ddpm_from_scratch.grid import image_grid
-from ddpm_from_scratch.hub import HubUploadError, push_pipeline_folder, render_model_card
-from ddpm_from_scratch.training import (
+from ddpm_from_scratch.data.images import build_transform, check_resolution, load_image_dataset, with_image_transform
+from ddpm_from_scratch.evaluation.evaluate import evaluate_folder
+from ddpm_from_scratch.figures.grid import image_grid
+from ddpm_from_scratch.hub.upload import HubUploadError, push_pipeline_folder
+from ddpm_from_scratch.hub.model_card import render_model_card
+from ddpm_from_scratch.training.checkpoints import (
     EMA_FOLDER,
-    all_finite,
-    compile_for_training,
-    batch_loss,
-    check_model_for_loss,
     read_training_state,
     remove_stale_temporaries,
     resolve_resume_checkpoint,
     save_checkpoint,
+)
+from ddpm_from_scratch.training.step import (
+    all_finite,
+    compile_for_training,
+    batch_loss,
+    check_model_for_loss,
     step_seed,
     variance_type_for_loss,
 )
-from ddpm_from_scratch.losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
-from ddpm_from_scratch.pipeline_source import exit_with_usage_error, looks_like_a_path
-from ddpm_from_scratch.samplers import SAMPLER_HELP, default_num_inference_steps, sampler_argument, scheduler_for
-from ddpm_from_scratch.scheduling_ddpm import log_snr_linear_betas
-from ddpm_from_scratch.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
-from ddpm_from_scratch.unet import PRESETS
+from ddpm_from_scratch.training.losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
+from ddpm_from_scratch.hub.loading import exit_with_usage_error, looks_like_a_path
+from ddpm_from_scratch.sampling.samplers import (
+    SAMPLER_HELP,
+    default_num_inference_steps,
+    sampler_argument,
+    scheduler_for,
+)
+from ddpm_from_scratch.schedulers.scheduling_ddpm import log_snr_linear_betas
+from ddpm_from_scratch.training.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
+from ddpm_from_scratch.models.unet import PRESETS
 
 logger = logging.getLogger("train")
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ddpm_from_scratch.digit_classifier import (
+from ddpm_from_scratch.evaluation.digit_classifier import (
     SHIPPED_WEIGHTS,
     heldout_accuracy,
     load_digit_classifier,
@@ -53,7 +53,7 @@ def main(argv=None) -> float:
     print(f"held-out accuracy: {accuracy:.4f} ({correct}/{total})")
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
     if args.reference_rows:
-        from ddpm_from_scratch.metrics import format_reference_rows, reference_rows
+        from ddpm_from_scratch.evaluation.metrics import format_reference_rows, reference_rows
 
         print(format_reference_rows(reference_rows(load_digit_classifier(path))))
     return accuracy

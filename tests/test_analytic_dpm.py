@@ -8,14 +8,14 @@ import torch
 from analytic_models import GaussianOptimalDenoiser, linear_alphas_cumprod
 
 from ddpm_from_scratch import AnalyticDPMScheduler, DDPMFromScratchPipeline, DDPMFromScratchScheduler
-from ddpm_from_scratch.analytic_variance import (
+from ddpm_from_scratch.schedulers.analytic_variance import (
     analytic_scheduler,
     estimate_gamma,
     optimal_trajectory,
     trajectory_costs,
 )
 from ddpm_from_scratch.likelihood import variational_bound
-from ddpm_from_scratch.scheduling_analytic_dpm import analytic_variance
+from ddpm_from_scratch.schedulers.scheduling_analytic_dpm import analytic_variance
 
 T = 100
 MEAN, STD = 0.15, 0.2  # GaussianOptimalDenoiser's data N(m, s² I)

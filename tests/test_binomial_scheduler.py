@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_from_scratch.scheduling_binomial import BinomialDiffusionScheduler, bernoulli_kl
+from ddpm_from_scratch.schedulers.scheduling_binomial import BinomialDiffusionScheduler, bernoulli_kl
 
 P = 0.3
 BETAS = [0.05, 0.2, 0.5, 0.1, 0.9, 1.0]

@@ -9,7 +9,7 @@ from analytic_models import linear_alphas_cumprod
 from script_modules import load_script
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler
-from ddpm_from_scratch.chain_figures import (
+from ddpm_from_scratch.figures.chain import (
     FIGURE_FILES,
     bound_figure,
     figure_timesteps,

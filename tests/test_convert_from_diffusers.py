@@ -9,7 +9,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from script_modules import load_script
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch.digit_classifier import load_digits_tensors
+from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
 
 # UNet2DModel's own defaults (cosines first, freq_shift 0, symmetric padding, 8-wide heads) at digit size.
 DIGITS_UNET2D = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(16, 32),

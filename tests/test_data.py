@@ -1,4 +1,4 @@
-"""Specification of ddpm_from_scratch.data: loading, validating and transforming images.
+"""Specification of ddpm_from_scratch.data.images: loading, validating and transforming images.
 
 Expected values come from independent sources: scikit-learn's raw digits arrays,
 closed-form pixel mappings, and images written by the tests themselves.
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from ddpm_from_scratch import data
+from ddpm_from_scratch.data import images as data
 
 # round(v * 255 / 16) for v = 0..16, with Python's round (v = 8 -> 127.5 -> 128).
 DIGIT_LUT = np.array([round(v * 255 / 16) for v in range(17)], dtype=np.uint8)

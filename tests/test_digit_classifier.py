@@ -1,4 +1,4 @@
-"""Specification of ddpm_from_scratch.digit_classifier: the feature extractor of the metrics.
+"""Specification of ddpm_from_scratch.evaluation.digit_classifier: the feature extractor of the metrics.
 
 The held-out accuracy is recomputed here from scikit-learn's raw digits and the
 split indices, independently of the package's own tensor loader.
@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from ddpm_from_scratch import data
-from ddpm_from_scratch import digit_classifier as dc
+from ddpm_from_scratch.data import images as data
+from ddpm_from_scratch.evaluation import digit_classifier as dc
 
 
 def raw_split(split):

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from script_modules import load_script
 
-from ddpm_from_scratch.digit_classifier import load_digits_tensors
-from ddpm_from_scratch.encoder_features import (
+from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
+from ddpm_from_scratch.evaluation.encoder_features import (
     encoder_sample_quality,
     feature_distances,
     load_image_encoder,

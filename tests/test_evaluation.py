@@ -8,9 +8,10 @@ from PIL import Image
 from script_modules import load_script
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch.digit_classifier import load_digits_tensors
-from ddpm_from_scratch.evaluation import NO_QUALITY_METRIC, evaluate_pipeline, format_results
-from ddpm_from_scratch.hub import EVALUATION_END, EVALUATION_START, update_model_card
+from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
+from ddpm_from_scratch.evaluation.evaluate import NO_QUALITY_METRIC, evaluate_pipeline, format_results
+from ddpm_from_scratch.hub.model_card import EVALUATION_END, EVALUATION_START
+from ddpm_from_scratch.hub.model_card import update_model_card
 from ddpm_from_scratch.likelihood import variational_bound
 
 FAST = dict(num_bound_images=4, num_samples=12, num_inference_steps=3, progress=False)

@@ -11,7 +11,7 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch.fast_sampling import compile_for_sampling, sampling_autocast
+from ddpm_from_scratch.sampling.fast import compile_for_sampling, sampling_autocast
 
 # Two levels, attention at the lower one and in the middle: every kind of block, small enough to compile quickly.
 TINY = dict(sample_size=8, in_channels=1, out_channels=1, base_channels=16, channel_multipliers=(1, 2),

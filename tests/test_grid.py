@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpm_from_scratch.grid import DEFAULT_GRID_WIDTH, GRID_GAP_VALUE, grid_shape, image_grid
+from ddpm_from_scratch.figures.grid import DEFAULT_GRID_WIDTH, GRID_GAP_VALUE, grid_shape, image_grid
 
 
 @pytest.mark.parametrize("n, shape", [(64, (8, 8)), (6, (2, 3)), (7, (1, 7)), (1, (1, 1)), (12, (3, 4))])

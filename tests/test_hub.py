@@ -20,8 +20,11 @@ import yaml
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch import pipeline_ddpm, pipeline_utils, scheduling_ddpm, unet
-from ddpm_from_scratch.hub import HubUploadError, hub_upload_files, push_pipeline_folder, render_model_card
+from ddpm_from_scratch.pipelines import pipeline_ddpm, pipeline_utils
+from ddpm_from_scratch.schedulers import scheduling_ddpm
+from ddpm_from_scratch.models import unet
+from ddpm_from_scratch.hub.upload import HubUploadError, hub_upload_files, push_pipeline_folder
+from ddpm_from_scratch.hub.model_card import render_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "model_card.md"
@@ -533,7 +536,8 @@ print("REPORT" + json.dumps({"scheduler": type(pipe.scheduler).__module__ + "." 
 
 
 def test_an_analytic_dpm_repo_ships_its_scheduler_with_the_file_it_builds_on(hub, tmp_path, cache):
-    from ddpm_from_scratch import AnalyticDPMScheduler, scheduling_analytic_dpm
+    from ddpm_from_scratch import AnalyticDPMScheduler
+    from ddpm_from_scratch.schedulers import scheduling_analytic_dpm
 
     pipe = tiny_pipeline()
     pipe = DDPMFromScratchPipeline(unet=pipe.unet, scheduler=AnalyticDPMScheduler(

@@ -15,7 +15,7 @@ import torch
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from ddpm_from_scratch.likelihood import variational_bound
-from ddpm_from_scratch.scheduling_ddpm import DDPMFromScratchScheduler
+from ddpm_from_scratch.schedulers.scheduling_ddpm import DDPMFromScratchScheduler
 
 T, BETA_START, BETA_END = 20, 5e-3, 0.2
 LN2 = math.log(2.0)

@@ -11,9 +11,9 @@ import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from ddpm_from_scratch.pipeline_ddpm import DDPMFromScratchPipeline
-from ddpm_from_scratch.scheduling_ddpm import DDPMFromScratchScheduler
-from ddpm_from_scratch.unet import DDPMFromScratchUNet
+from ddpm_from_scratch.pipelines.pipeline_ddpm import DDPMFromScratchPipeline
+from ddpm_from_scratch.schedulers.scheduling_ddpm import DDPMFromScratchScheduler
+from ddpm_from_scratch.models.unet import DDPMFromScratchUNet
 
 
 def learned_variance_unet() -> DDPMFromScratchUNet:

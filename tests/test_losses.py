@@ -1,4 +1,4 @@
-"""Specification of ddpm_from_scratch.losses and training.batch_loss: L_simple, L_vlb, L_hybrid.
+"""Specification of ddpm_from_scratch.training.losses and training.batch_loss: L_simple, L_vlb, L_hybrid.
 
 Expected values are closed forms evaluated here in float64 (the KL of two Gaussians whose means
 agree, the derivative of a mean of squares) or the same quantity computed by hand from the same
@@ -12,10 +12,10 @@ import math
 import pytest
 import torch
 
-from ddpm_from_scratch.losses import hybrid_loss, simple_loss, training_losses, vlb_loss
-from ddpm_from_scratch.scheduling_ddpm import DDPMFromScratchScheduler
-from ddpm_from_scratch.training import batch_loss, check_model_for_loss
-from ddpm_from_scratch.unet import DDPMFromScratchUNet
+from ddpm_from_scratch.training.losses import hybrid_loss, simple_loss, training_losses, vlb_loss
+from ddpm_from_scratch.schedulers.scheduling_ddpm import DDPMFromScratchScheduler
+from ddpm_from_scratch.training.step import batch_loss, check_model_for_loss
+from ddpm_from_scratch.models.unet import DDPMFromScratchUNet
 
 T = 20
 SHAPE = (6, 1, 4, 4)

@@ -1,4 +1,4 @@
-"""Specification of ddpm_from_scratch.metrics: classifier FID, KID and class histograms.
+"""Specification of ddpm_from_scratch.evaluation.metrics: classifier FID, KID and class histograms.
 
 Expected values come from independent sources: closed forms of the Fréchet
 distance between Gaussians, a direct double loop over the unbiased MMD^2
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_from_scratch import metrics
-from ddpm_from_scratch.digit_classifier import load_digit_classifier, load_digits_tensors
+from ddpm_from_scratch.evaluation import metrics
+from ddpm_from_scratch.evaluation.digit_classifier import load_digit_classifier, load_digits_tensors
 
 
 def gaussian(rng, n, mean, var):

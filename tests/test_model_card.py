@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_from_scratch.hub import render_model_card
+from ddpm_from_scratch.hub.model_card import render_model_card
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 

@@ -17,9 +17,9 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from ddpm_from_scratch.pipeline_ddpm import DDPMFromScratchPipeline
-from ddpm_from_scratch.scheduling_ddpm import DDPMFromScratchScheduler
-from ddpm_from_scratch.unet import DDPMFromScratchUNet
+from ddpm_from_scratch.pipelines.pipeline_ddpm import DDPMFromScratchPipeline
+from ddpm_from_scratch.schedulers.scheduling_ddpm import DDPMFromScratchScheduler
+from ddpm_from_scratch.models.unet import DDPMFromScratchUNet
 
 DATA_MEAN, DATA_STD = 0.15, 0.2
 

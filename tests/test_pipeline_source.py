@@ -5,7 +5,7 @@ import json
 import pytest
 from script_modules import load_script
 
-from ddpm_from_scratch.pipeline_source import PipelineSourceError, check_pipeline_folder, load_pipeline
+from ddpm_from_scratch.hub.loading import PipelineSourceError, check_pipeline_folder, load_pipeline
 
 
 def test_a_missing_folder_that_could_be_a_hub_id_says_no_folder_and_no_cached_repo(monkeypatch, tmp_path):

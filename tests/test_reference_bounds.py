@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_from_scratch.reference_bounds import (
+from ddpm_from_scratch.evaluation.reference_bounds import (
     ESCAPE,
     pixel_histogram_bits_per_dim,
     reference_bounds,
@@ -51,7 +51,7 @@ def test_histogram_refuses_images_of_another_shape():
 
 
 def test_reference_bounds_of_the_digits():
-    from ddpm_from_scratch.digit_classifier import load_digits_tensors
+    from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
 
     rows = reference_bounds(load_digits_tensors("train")[0], load_digits_tensors("test")[0])
     assert rows["uniform_over_used_levels"]["num_levels"] == 17

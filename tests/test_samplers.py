@@ -9,7 +9,7 @@ import torch
 from script_modules import load_script
 
 from ddpm_from_scratch import DDPMFromScratchScheduler
-from ddpm_from_scratch.samplers import (
+from ddpm_from_scratch.sampling.samplers import (
     DIFFUSERS_SCHEDULERS,
     SAMPLER_NAMES,
     default_num_inference_steps,
@@ -79,7 +79,7 @@ def test_the_scripts_refuse_an_unknown_scheduler_with_the_list(capsys, script):
 @pytest.mark.parametrize("name", BUILDABLE)
 def test_the_pipeline_draws_finite_images_with_any_listed_scheduler(name, tiny_pipeline_dir):
     from ddpm_from_scratch import DDPMFromScratchPipeline
-    from ddpm_from_scratch.samplers import generate
+    from ddpm_from_scratch.sampling.samplers import generate
 
     pipe = DDPMFromScratchPipeline.from_pretrained(tiny_pipeline_dir)
     pipe.set_progress_bar_config(disable=True)
@@ -96,7 +96,7 @@ def test_the_sample_script_takes_a_class_name(tmp_path, tiny_pipeline_dir):
 
 def test_sampling_by_class_name_is_sampling_with_that_scheduler(tiny_pipeline_dir):
     from ddpm_from_scratch import DDPMFromScratchPipeline
-    from ddpm_from_scratch.samplers import generate
+    from ddpm_from_scratch.sampling.samplers import generate
 
     pipe = DDPMFromScratchPipeline.from_pretrained(tiny_pipeline_dir)
     by_name = generate(pipe, 2, "EulerDiscreteScheduler", 5, seed=7, batch_size=2)

@@ -1,4 +1,4 @@
-"""Specification of ddpm_from_scratch.scheduling_ddpm.DDPMFromScratchScheduler.
+"""Specification of ddpm_from_scratch.schedulers.scheduling_ddpm.DDPMFromScratchScheduler.
 
 Expected values come from independent sources: diffusers' DDPMScheduler run on the same
 config, inputs and generator seed, or closed forms from docs/MATH.md evaluated here in
@@ -18,7 +18,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from ddpm_from_scratch.scheduling_ddpm import (
+from ddpm_from_scratch.schedulers.scheduling_ddpm import (
     DDPMFromScratchScheduler,
     DDPMFromScratchSchedulerOutput,
     betas_for_schedule,

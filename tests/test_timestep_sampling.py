@@ -1,4 +1,4 @@
-"""Specification of ddpm_from_scratch.timestep_sampling: uniform and loss-aware draws of t.
+"""Specification of ddpm_from_scratch.training.timestep_sampling: uniform and loss-aware draws of t.
 
 The expected probabilities are computed here from the definition p(t) ∝ √(mean of the last 10 L_t²)
 mixed with a uniform floor; unbiasedness is checked by Monte Carlo against the uniform mean of a
@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from ddpm_from_scratch.timestep_sampling import (
+from ddpm_from_scratch.training.timestep_sampling import (
     LossSecondMomentResampler,
     UniformSampler,
     create_timestep_sampler,

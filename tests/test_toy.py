@@ -15,15 +15,15 @@ from ddpm_from_scratch import (
     PointDiffusionPipeline,
     ToyDenoiser,
 )
-from ddpm_from_scratch.scheduling_ddpm import log_snr_linear_betas
-from ddpm_from_scratch.toy_data import (
+from ddpm_from_scratch.schedulers.scheduling_ddpm import log_snr_linear_betas
+from ddpm_from_scratch.toy.data import (
     HEARTBEAT_OPTIMUM_BITS,
     heartbeat_patterns,
     heartbeat_sequences,
     is_heartbeat,
     swiss_roll_splits,
 )
-from ddpm_from_scratch.toy_likelihood import binomial_negative_bound_bits, point_negative_bound_bits
+from ddpm_from_scratch.toy.likelihood import binomial_negative_bound_bits, point_negative_bound_bits
 
 
 def heartbeat_chain(T: int = 400):
@@ -169,7 +169,7 @@ def test_toy_denoiser_refuses_a_sample_of_the_wrong_length():
 
 @pytest.fixture
 def tiny_tasks(monkeypatch):
-    from ddpm_from_scratch import toy_tasks
+    from ddpm_from_scratch.toy import tasks as toy_tasks
 
     monkeypatch.setitem(toy_tasks.HEARTBEAT, "num_train_timesteps", 20)
     monkeypatch.setitem(toy_tasks.HEARTBEAT, "hidden_size", 16)
@@ -219,7 +219,7 @@ def test_the_binomial_bound_refuses_data_that_are_not_bits():
 
 def test_the_cross_entropy_term_adds_the_bits_of_the_x0_estimate():
     scheduler, model = heartbeat_chain(T=20)
-    from ddpm_from_scratch.toy_training import binomial_batch_loss
+    from ddpm_from_scratch.toy.training import binomial_batch_loss
 
     data = heartbeat_sequences(8, seed=0)
     t = torch.full((8,), 5)

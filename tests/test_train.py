@@ -426,7 +426,7 @@ def test_a_log_snr_schedule_float32_cannot_hold_is_refused_naming_the_flag(tmp_p
 def test_a_log_snr_schedule_is_saved_as_trained_betas_that_diffusers_loads(tmp_path, tiny_config):
     from diffusers import DDPMScheduler
 
-    from ddpm_from_scratch.scheduling_ddpm import log_snr_linear_betas
+    from ddpm_from_scratch.schedulers.scheduling_ddpm import log_snr_linear_betas
 
     run_main("--model_config", tiny_config, "--loss", "simple", "--log_snr_max", "12", "--log_snr_min", "-9",
              "--max_train_steps", "1", "--no_evaluate", "--logger", "none", "--save_images_steps", "100",

@@ -13,7 +13,7 @@ import torch
 import torch.utils.checkpoint
 from diffusers import UNet2DModel
 
-from ddpm_from_scratch.unet import (
+from ddpm_from_scratch.models.unet import (
     PRESETS,
     DDPMFromScratchUNet,
     DDPMFromScratchUNetOutput,

@@ -36,10 +36,10 @@ import torch
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from .scheduling_ddpm import learned_range_log_variance
+from .schedulers.scheduling_ddpm import learned_range_log_variance
 
 if TYPE_CHECKING:  # for the annotations only: any scheduler with these named methods will do
-    from .scheduling_ddpm import DDPMFromScratchScheduler, ModelMeanVariance
+    from .schedulers.scheduling_ddpm import DDPMFromScratchScheduler, ModelMeanVariance
 
 # improved-diffusion floors each pixel's probability here, so that one impossible pixel under a
 # near-deterministic decoder costs at most −log(1e-12) ≈ 27.6 nats instead of infinity.
@@ -399,7 +399,7 @@ def ddpm_chain(scheduler: Any) -> DDPMFromScratchScheduler:
     the same config. A config that names something our scheduler refuses is a ValueError naming the class and,
     through our scheduler's own message, the key.
     """
-    from .scheduling_ddpm import DDPMFromScratchScheduler
+    from .schedulers.scheduling_ddpm import DDPMFromScratchScheduler
 
     if hasattr(scheduler, "q_posterior_mean_variance"):  # ours, or anything with its named methods
         return scheduler

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .likelihood import _call_model, _draw_noise, ddpm_chain
+from ..likelihood import _call_model, _draw_noise, ddpm_chain
 from .scheduling_analytic_dpm import AnalyticDPMScheduler, analytic_variance
 from .scheduling_ddpm import DDPMFromScratchScheduler
 

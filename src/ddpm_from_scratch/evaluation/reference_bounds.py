@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from .likelihood import check_images
+from ..likelihood import check_images
 
 NUM_LEVELS = 256
 ESCAPE = 1e-4

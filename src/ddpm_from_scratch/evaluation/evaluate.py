@@ -16,17 +16,17 @@ from typing import Any
 
 import torch
 
-from .data import build_transform, load_image_dataset
+from ..data.images import build_transform, load_image_dataset
 from .digit_classifier import load_digits_tensors
 from .encoder_features import ImageEncoder, encoder_sample_quality, load_image_encoder
-from .fast_sampling import compile_for_sampling, sampling_autocast
-from .grid import image_grid
-from .hub import update_model_card
+from ..sampling.fast import compile_for_sampling, sampling_autocast
+from ..figures.grid import image_grid
+from ..hub.model_card import update_model_card
 from .metrics import digit_sample_quality, reference_rows
-from .pipeline_ddpm import DDPMFromScratchPipeline
-from .pipeline_source import load_pipeline
+from ..pipelines.pipeline_ddpm import DDPMFromScratchPipeline
+from ..hub.loading import load_pipeline
 from .reference_bounds import reference_bounds
-from .samplers import default_num_inference_steps, generate
+from ..sampling.samplers import default_num_inference_steps, generate
 
 GRID_IMAGES = 64  # samples shown in the evaluation's grid
 DIGITS_HELD_OUT = "UCI digits, held-out split (scikit-learn)"

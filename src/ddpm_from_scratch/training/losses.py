@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .likelihood import vb_terms_bits_per_dim
+from ..likelihood import vb_terms_bits_per_dim
 
 LOSS_TYPES = ("simple", "hybrid", "vlb")
 # Nichol & Dhariwal's λ: small enough that L_vlb's noisy gradients do not swamp the mean's.

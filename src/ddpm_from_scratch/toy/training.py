@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .losses import training_losses
-from .timestep_sampling import create_timestep_sampler
-from .toy_likelihood import binomial_vlb_loss_bits
+from ..training.losses import training_losses
+from ..training.timestep_sampling import create_timestep_sampler
+from .likelihood import binomial_vlb_loss_bits
 
 
 def binomial_batch_loss(model, scheduler, sequences: torch.Tensor, timesteps: torch.Tensor,

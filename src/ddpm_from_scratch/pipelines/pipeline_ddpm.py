@@ -195,7 +195,7 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
 
         if _PACKAGE is None:
             raise ImportError("from_diffusers needs `pip install ddpm-from-scratch`.")
-        unet_class = importlib.import_module(f"{_PACKAGE}.unet").DDPMFromScratchUNet
+        unet_class = importlib.import_module(f"{_PACKAGE}.models.unet").DDPMFromScratchUNet
         ddpm_chain = importlib.import_module(f"{_PACKAGE}.likelihood").ddpm_chain
         unet = pipeline.unet if isinstance(pipeline.unet, unet_class) else unet_class.from_unet2d(pipeline.unet)
         scheduler = ddpm_chain(pipeline.scheduler)  # the same mapping the bound uses

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .scheduling_ddpm import DDPMFromScratchScheduler  # noqa: E402
+from ..schedulers.scheduling_ddpm import DDPMFromScratchScheduler  # noqa: E402
 
 # The timesteps of the forward and reverse figures, for T = 1000 (scaled to other T).
 FIGURE_TIMESTEPS = (0, 50, 100, 250, 500, 750, 999)

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .metrics import DEFAULT_KID_NUM_SUBSETS, DEFAULT_KID_SUBSET_SIZE, frechet_distance, kid
-from .pipeline_source import looks_like_a_path
+from ..hub.loading import looks_like_a_path
 
 DEFAULT_FEATURE_MODEL = "facebook/dinov2-small"
 

@@ -21,7 +21,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .pipeline_ddpm import DDPMFromScratchPipeline
+from ..pipelines.pipeline_ddpm import DDPMFromScratchPipeline
 
 MODEL_INDEX = "model_index.json"
 _LISTED = 6

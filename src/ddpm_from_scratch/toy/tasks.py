@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .pipeline_toy import BinomialDiffusionPipeline, PointDiffusionPipeline
-from .scheduling_binomial import BinomialDiffusionScheduler
-from .scheduling_ddpm import DDPMFromScratchScheduler, log_snr_linear_betas
-from .toy_data import (
+from ..pipelines.pipeline_toy import BinomialDiffusionPipeline, PointDiffusionPipeline
+from ..schedulers.scheduling_binomial import BinomialDiffusionScheduler
+from ..schedulers.scheduling_ddpm import DDPMFromScratchScheduler, log_snr_linear_betas
+from .data import (
     HEARTBEAT_LENGTH,
     HEARTBEAT_OPTIMUM_BITS,
     SWISS_ROLL_NOISE,
@@ -29,9 +29,9 @@ from .toy_data import (
     is_heartbeat,
     swiss_roll_splits,
 )
-from .toy_likelihood import binomial_negative_bound_bits, point_negative_bound_bits
-from .toy_models import ToyDenoiser
-from .toy_training import binomial_batch_loss, point_batch_loss, train_toy
+from .likelihood import binomial_negative_bound_bits, point_negative_bound_bits
+from ..models.toy_models import ToyDenoiser
+from .training import binomial_batch_loss, point_batch_loss, train_toy
 
 TASKS = ("heartbeat", "swiss-roll")
 # Sohl-Dickstein et al. (2015), Table 1: K on held-out data.
@@ -71,7 +71,7 @@ def _write(output_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
 def run_heartbeat(output_dir: str | Path, seed: int = 0, max_train_steps: int | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Binomial diffusion on the binary heartbeat (T = 2000, β_t = 1/(T − t + 1), equilibrium Bernoulli(0.2))."""
-    from .toy_figures import heartbeat_figure
+    from .figures import heartbeat_figure
 
     config, output_dir = _start(HEARTBEAT, max_train_steps, output_dir, seed)
     scheduler = BinomialDiffusionScheduler(num_train_timesteps=config["num_train_timesteps"],
@@ -139,7 +139,7 @@ def swiss_roll_scheduler(config: dict[str, Any]) -> DDPMFromScratchScheduler:
 def run_swiss_roll(output_dir: str | Path, seed: int = 0, max_train_steps: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Gaussian diffusion on the 2-D Swiss roll (T = 40), learned mean f_μ and diagonal covariance f_Σ."""
-    from .toy_figures import swiss_roll_figure
+    from .figures import swiss_roll_figure
 
     config, output_dir = _start(SWISS_ROLL, max_train_steps, output_dir, seed)
     scheduler = swiss_roll_scheduler(config)

@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from .likelihood import prior_bits_per_dim, vb_terms_bits_per_dim
-from .scheduling_binomial import check_binary
+from ..likelihood import prior_bits_per_dim, vb_terms_bits_per_dim
+from ..schedulers.scheduling_binomial import check_binary
 
 
 @torch.no_grad()

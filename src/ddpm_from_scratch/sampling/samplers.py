@@ -14,7 +14,7 @@ import diffusers
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from .scheduling_ddpm import DDPMFromScratchScheduler
+from ..schedulers.scheduling_ddpm import DDPMFromScratchScheduler
 
 SAMPLERS = {
     "ddpm": DDPMFromScratchScheduler,

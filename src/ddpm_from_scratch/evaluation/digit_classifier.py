@@ -186,7 +186,7 @@ def load_digits_tensors(split: str) -> Tuple[torch.Tensor, torch.Tensor]:
     ``x / 127.5 - 1`` (the model space of :class:`ddpm_from_scratch.data.ImageTransform`);
     ``labels`` is int64 ``(N,)``. ``split`` is ``"train"`` or ``"test"``.
     """
-    from .data import load_digits_dataset
+    from ..data.images import load_digits_dataset
 
     ds = load_digits_dataset(split)
     pixels = np.stack([np.asarray(img, dtype=np.uint8) for img in ds["image"]])

@@ -1,0 +1,1 @@
+"""Training data: the embedded 8×8 digits, image folders and datasets, and their transforms (`images`)."""

@@ -1,0 +1,1 @@
+"""Pictures: image grids (`grid`) and the forward and reverse chains (`chain`)."""

@@ -1,0 +1,1 @@
+"""Sampling: samplers by name (`samplers`) and faster sampling (`fast`: compile, autocast)."""

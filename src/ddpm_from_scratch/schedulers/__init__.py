@@ -1,0 +1,2 @@
+"""The forward and reverse processes: DDPM (`scheduling_ddpm`), Analytic-DPM (`scheduling_analytic_dpm`, with its
+estimates in `analytic_variance`) and the binomial chain (`scheduling_binomial`). The `scheduling_*` files ship to the Hub."""
