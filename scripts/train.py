@@ -54,7 +54,7 @@ from ddpm_from_scratch.sampling.samplers import (
     sampler_argument,
     scheduler_for,
 )
-from ddpm_from_scratch.schedulers.scheduling_ddpm import log_snr_linear_betas
+from ddpm_from_scratch.schedulers.scheduling_ddpm import high_snr_head_betas, log_snr_linear_betas
 from ddpm_from_scratch.training.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
 from ddpm_from_scratch.models.unet import PRESETS
 
@@ -106,6 +106,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "(so diffusers' schedulers load it); replaces --beta_schedule. A high value resolves the "
                             "8-bit grid at the decoder (σ_1² ≈ e^−log_snr_max).")
     model.add_argument("--log_snr_min", type=float, default=None, help="See --log_snr_max.")
+    model.add_argument("--log_snr_head_steps", type=int, default=None, metavar="N",
+                       help="With --log_snr_max and no --log_snr_min: keep the linear schedule (--beta_start, "
+                            "--beta_end) but replace its first N steps by a linear fall in log SNR from --log_snr_max "
+                            "to the linear schedule's own value at step N (saved as trained_betas).")
     model.add_argument("--fourier_features", type=int, nargs="+", default=None, metavar="N",
                        help="Append sin(2^N π x_t), cos(2^N π x_t) to the network's input for each N (VDM's Fourier "
                             "features; 4 resolves the digits' 17 levels, 7 8 the 8-bit grid). Such a network has no "
@@ -209,13 +213,19 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and not 0 < value < 1:
             raise SystemExit(f"error: --{name} must lie in (0, 1), got {value}.")
-        if value is not None and args.log_snr_max is not None:
-            raise SystemExit(f"error: --{name} and --log_snr_max both set the schedule; give one of them.")
+        if value is not None and args.log_snr_min is not None:
+            raise SystemExit(f"error: --{name} and --log_snr_min both set the schedule; give one of them.")
     if args.beta_start is not None and args.beta_end is not None and not args.beta_start < args.beta_end:
         raise SystemExit(f"error: --beta_start must be below --beta_end, got {args.beta_start} and {args.beta_end}.")
-    if (args.log_snr_max is None) != (args.log_snr_min is None):
-        raise SystemExit("error: give --log_snr_max and --log_snr_min together.")
-    if args.log_snr_max is not None and not args.log_snr_max > args.log_snr_min:
+    if args.log_snr_head_steps is not None:
+        if args.log_snr_max is None or args.log_snr_min is not None:
+            raise SystemExit("error: --log_snr_head_steps needs --log_snr_max and no --log_snr_min.")
+        if not 0 < args.log_snr_head_steps < args.num_train_timesteps:
+            raise SystemExit(f"error: --log_snr_head_steps must lie in (0, --num_train_timesteps "
+                             f"{args.num_train_timesteps}), got {args.log_snr_head_steps}.")
+    elif (args.log_snr_max is None) != (args.log_snr_min is None):
+        raise SystemExit("error: give --log_snr_max and --log_snr_min together (or --log_snr_head_steps).")
+    if args.log_snr_min is not None and not args.log_snr_max > args.log_snr_min:
         raise SystemExit(f"error: --log_snr_max must exceed --log_snr_min, got {args.log_snr_max} and "
                          f"{args.log_snr_min}.")
     if args.learning_rate <= 0:
@@ -265,11 +275,18 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     if args.pretrained_model_name_or_path and (Path(args.pretrained_model_name_or_path) / "scheduler").is_dir():
         return DDPMFromScratchScheduler.from_pretrained(args.pretrained_model_name_or_path, subfolder="scheduler",
                                                         **overrides)
-    if args.log_snr_max is not None:
+    if args.log_snr_head_steps is not None:
+        linear = {name: getattr(args, name) for name in ("beta_start", "beta_end") if getattr(args, name) is not None}
+        try:
+            overrides["trained_betas"] = high_snr_head_betas(
+                args.num_train_timesteps, args.log_snr_max, args.log_snr_head_steps, **linear).tolist()
+        except ValueError as error:
+            raise SystemExit(f"error: --log_snr_max: {error}.") from None
+    elif args.log_snr_max is not None:
         overrides["trained_betas"] = log_snr_linear_betas(
             args.num_train_timesteps, args.log_snr_max, args.log_snr_min).tolist()
     for name in ("beta_start", "beta_end"):
-        if getattr(args, name) is not None:
+        if getattr(args, name) is not None and "trained_betas" not in overrides:
             overrides[name] = getattr(args, name)
     scheduler = DDPMFromScratchScheduler(
         num_train_timesteps=args.num_train_timesteps,

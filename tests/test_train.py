@@ -456,7 +456,7 @@ def test_fourier_features_are_saved_in_the_trained_networks_config(tmp_path, tin
     (["--beta_start", "0"], "--beta_start must lie in"),
     (["--beta_end", "1.5"], "--beta_end must lie in"),
     (["--beta_start", "0.03", "--beta_end", "0.02"], "--beta_start must be below --beta_end"),
-    (["--beta_start", "1e-6", "--log_snr_max", "12", "--log_snr_min", "-9"], "--beta_start and --log_snr_max"),
+    (["--beta_start", "1e-6", "--log_snr_max", "12", "--log_snr_min", "-9"], "--beta_start and --log_snr_min"),
     (["--beta_start", "1e-9"], "--beta_start 1e-09 gives steps of ᾱ below float32's resolution"),
 ])
 def test_a_beta_range_the_schedule_cannot_hold_is_refused_naming_the_flag(tmp_path, flags, message):
@@ -474,3 +474,27 @@ def test_beta_start_is_saved_in_the_scheduler_config_diffusers_loads(tmp_path, t
     assert theirs.config.beta_start == 2.26e-6
     expected = torch.linspace(2.26e-6, 0.02, 1000, dtype=torch.float32)
     assert torch.equal(theirs.betas, expected)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--log_snr_head_steps", "300"], "--log_snr_head_steps needs --log_snr_max and no --log_snr_min"),
+    (["--log_snr_head_steps", "300", "--log_snr_max", "13", "--log_snr_min", "-10"], "needs --log_snr_max and no"),
+    (["--log_snr_head_steps", "1000", "--log_snr_max", "13"], r"--log_snr_head_steps must lie in \(0"),
+    (["--log_snr_head_steps", "300", "--log_snr_max", "8"], "--log_snr_max: log_snr_max=8.0 must exceed"),
+])
+def test_a_high_snr_head_that_is_none_is_refused_naming_the_flag(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        run_main(*flags, "--output_dir", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_high_snr_head_is_saved_as_trained_betas(tmp_path, tiny_config):
+    from diffusers import DDPMScheduler
+
+    from ddpm_from_scratch.schedulers.scheduling_ddpm import high_snr_head_betas
+
+    run_main("--model_config", tiny_config, "--loss", "simple", "--log_snr_max", "13", "--log_snr_head_steps", "300",
+             "--max_train_steps", "1", "--no_evaluate", "--logger", "none", "--save_images_steps", "100",
+             "--output_dir", tmp_path / "out")
+    theirs = DDPMScheduler.from_pretrained(tmp_path / "out", subfolder="scheduler")
+    assert torch.equal(theirs.betas, torch.as_tensor(high_snr_head_betas(1000, 13, 300), dtype=torch.float32))

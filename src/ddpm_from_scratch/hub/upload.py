@@ -6,11 +6,11 @@ What a pipeline repo on the Hub holds (``push_pipeline_folder``, ``DDPMFromScrat
     model_index.json                 {"_class_name": ["pipeline", "DDPMFromScratchPipeline"],
                                       "unet": ["unet", "DDPMFromScratchUNet"],
                                       "scheduler": ["scheduling_ddpm", "DDPMFromScratchScheduler"]}
-    pipeline.py                      = ddpm_from_scratch/pipeline_ddpm.py
-    pipeline_utils.py                = ddpm_from_scratch/pipeline_utils.py (imported by pipeline.py)
-    unet/unet.py                     = ddpm_from_scratch/unet.py
+    pipeline.py                      = ddpm_from_scratch/pipelines/pipeline_ddpm.py
+    pipeline_utils.py                = ddpm_from_scratch/pipelines/pipeline_utils.py (imported by pipeline.py)
+    unet/unet.py                     = ddpm_from_scratch/models/unet.py
     unet/config.json, unet/diffusion_pytorch_model.safetensors
-    scheduler/scheduling_ddpm.py     = ddpm_from_scratch/scheduling_ddpm.py
+    scheduler/scheduling_ddpm.py     = ddpm_from_scratch/schedulers/scheduling_ddpm.py
     scheduler/scheduler_config.json
     samples/*.png                    the sample grids, when the folder has them
 

@@ -30,7 +30,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 
-# Copied from ddpm_from_scratch.unet.sinusoidal_embedding
+# Copied from ddpm_from_scratch.models.unet.sinusoidal_embedding
 def sinusoidal_embedding(timesteps: torch.Tensor, frequencies: torch.Tensor, flip_sin_to_cos: bool = False) -> torch.Tensor:
     """The Transformer's sinusoidal position embedding, applied to diffusion timesteps.
 
@@ -53,7 +53,7 @@ def sinusoidal_embedding(timesteps: torch.Tensor, frequencies: torch.Tensor, fli
     return torch.cat(halves, dim=-1)
 
 
-# Copied from ddpm_from_scratch.unet.TimestepEmbedding
+# Copied from ddpm_from_scratch.models.unet.TimestepEmbedding
 class TimestepEmbedding(nn.Module):
     """t ↦ MLP(sinusoidal(t)): the conditioning vector every residual block receives.
 

@@ -6,17 +6,17 @@ A pipeline folder, saved or pushed, is self-contained: it ships its code in diff
     model_index.json                 {"_class_name": ["pipeline", "DDPMFromScratchPipeline"],
                                       "unet": ["unet", "DDPMFromScratchUNet"],
                                       "scheduler": ["scheduling_ddpm", "DDPMFromScratchScheduler"]}
-    pipeline.py                      the pipeline class's file (ddpm_from_scratch/pipeline_ddpm.py)
+    pipeline.py                      the pipeline class's file (ddpm_from_scratch/pipelines/pipeline_ddpm.py)
     pipeline_utils.py                this file, which pipeline.py imports
-    unet/unet.py                     ddpm_from_scratch/unet.py
-    scheduler/scheduling_ddpm.py     ddpm_from_scratch/scheduling_ddpm.py
+    unet/unet.py                     ddpm_from_scratch/models/unet.py
+    scheduler/scheduling_ddpm.py     ddpm_from_scratch/schedulers/scheduling_ddpm.py
 
 Each shipped file comes with the sibling files it imports (``from .unet import ...``), transitively: diffusers'
 loader resolves a shipped file's relative imports in its own folder. So a folder or repo loads three ways:
 
 1. With ddpm-from-scratch installed, ``DDPMFromScratchPipeline.from_pretrained(path)`` runs none of its code:
    :meth:`HubPipelineMixin.download` fetches no ``*.py`` and :meth:`HubPipelineMixin.load_config` maps the entries
-   back to the package's modules (``["unet", "DDPMFromScratchUNet"]`` → ``ddpm_from_scratch.unet``).
+   back to the package's modules (``["unet", "DDPMFromScratchUNet"]`` → ``ddpm_from_scratch.models.unet``).
 2. With only diffusers, ``DiffusionPipeline.from_pretrained(path, trust_remote_code=True)`` imports the shipped
    files (and refuses to without ``trust_remote_code``).
 3. Without custom code, ``DDPMFromScratchPipeline.to_diffusers`` gives diffusers' own ``DDPMPipeline``.
@@ -232,7 +232,7 @@ class HubPipelineMixin:
 
         A saved folder or pushed repo names the code it ships (``"unet": ["unet", "DDPMFromScratchUNet"]``,
         ``"_class_name": ["pipeline", ...]``); with the package installed these become
-        ``["ddpm_from_scratch.unet", "DDPMFromScratchUNet"]`` and a plain class name (see `package_module`), so
+        ``["ddpm_from_scratch.models.unet", "DDPMFromScratchUNet"]`` and a plain class name (see `package_module`), so
         `from_pretrained` imports the package instead of running the folder's files.
         """
         loaded = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
