@@ -54,7 +54,7 @@ from ddpm_from_scratch.sampling.samplers import (
     sampler_argument,
     scheduler_for,
 )
-from ddpm_from_scratch.schedulers.scheduling_ddpm import high_snr_head_betas, log_snr_linear_betas
+from ddpm_from_scratch.schedulers.log_snr_schedules import high_snr_head_betas, log_snr_linear_betas
 from ddpm_from_scratch.training.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
 from ddpm_from_scratch.models.unet import PRESETS
 
@@ -275,8 +275,8 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     if args.pretrained_model_name_or_path and (Path(args.pretrained_model_name_or_path) / "scheduler").is_dir():
         return DDPMFromScratchScheduler.from_pretrained(args.pretrained_model_name_or_path, subfolder="scheduler",
                                                         **overrides)
+    linear = {name: getattr(args, name) for name in ("beta_start", "beta_end") if getattr(args, name) is not None}
     if args.log_snr_head_steps is not None:
-        linear = {name: getattr(args, name) for name in ("beta_start", "beta_end") if getattr(args, name) is not None}
         try:
             overrides["trained_betas"] = high_snr_head_betas(
                 args.num_train_timesteps, args.log_snr_max, args.log_snr_head_steps, **linear).tolist()
@@ -285,9 +285,8 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     elif args.log_snr_max is not None:
         overrides["trained_betas"] = log_snr_linear_betas(
             args.num_train_timesteps, args.log_snr_max, args.log_snr_min).tolist()
-    for name in ("beta_start", "beta_end"):
-        if getattr(args, name) is not None and "trained_betas" not in overrides:
-            overrides[name] = getattr(args, name)
+    else:
+        overrides.update(linear)
     scheduler = DDPMFromScratchScheduler(
         num_train_timesteps=args.num_train_timesteps,
         beta_schedule=args.beta_schedule,

@@ -15,7 +15,7 @@ from ddpm_from_scratch import (
     PointDiffusionPipeline,
     ToyDenoiser,
 )
-from ddpm_from_scratch.schedulers.scheduling_ddpm import log_snr_linear_betas
+from ddpm_from_scratch.schedulers.log_snr_schedules import log_snr_linear_betas
 from ddpm_from_scratch.toy.data import (
     HEARTBEAT_OPTIMUM_BITS,
     heartbeat_patterns,

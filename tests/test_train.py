@@ -426,7 +426,7 @@ def test_a_log_snr_schedule_float32_cannot_hold_is_refused_naming_the_flag(tmp_p
 def test_a_log_snr_schedule_is_saved_as_trained_betas_that_diffusers_loads(tmp_path, tiny_config):
     from diffusers import DDPMScheduler
 
-    from ddpm_from_scratch.schedulers.scheduling_ddpm import log_snr_linear_betas
+    from ddpm_from_scratch.schedulers.log_snr_schedules import log_snr_linear_betas
 
     run_main("--model_config", tiny_config, "--loss", "simple", "--log_snr_max", "12", "--log_snr_min", "-9",
              "--max_train_steps", "1", "--no_evaluate", "--logger", "none", "--save_images_steps", "100",
@@ -491,7 +491,7 @@ def test_a_high_snr_head_that_is_none_is_refused_naming_the_flag(tmp_path, flags
 def test_a_high_snr_head_is_saved_as_trained_betas(tmp_path, tiny_config):
     from diffusers import DDPMScheduler
 
-    from ddpm_from_scratch.schedulers.scheduling_ddpm import high_snr_head_betas
+    from ddpm_from_scratch.schedulers.log_snr_schedules import high_snr_head_betas
 
     run_main("--model_config", tiny_config, "--loss", "simple", "--log_snr_max", "13", "--log_snr_head_steps", "300",
              "--max_train_steps", "1", "--no_evaluate", "--logger", "none", "--save_images_steps", "100",

@@ -72,18 +72,16 @@ def _package_code(folder: Path, index: Mapping[str, Any]) -> tuple[dict[str, str
     """
     import importlib
 
-    from ..pipelines.pipeline_utils import PIPELINE_CODE_STEM, package_module
+    from ..pipelines.pipeline_utils import _PACKAGE, PIPELINE_CODE_STEM, _is_component_entry, package_module
 
     def source(library: str, class_name: str) -> str | None:
-        module = library if library.startswith(f"{package}.") else package_module(library, class_name)
-        if module is None or not hasattr(importlib.import_module(module), class_name):
-            return None
-        return importlib.import_module(module).__file__
+        module_name = library if library.startswith(f"{_PACKAGE}.") else package_module(library, class_name)
+        module = importlib.import_module(module_name) if module_name else None
+        return module.__file__ if module is not None and hasattr(module, class_name) else None
 
-    package = __name__.partition(".")[0]
     modules: dict[str, str] = {}
     for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, (list, tuple)) or len(value) != 2:
+        if not _is_component_entry(name, value):
             continue
         library, class_name = value
         if not isinstance(library, str) or (folder / name / f"{library.rpartition('.')[2]}.py").is_file():

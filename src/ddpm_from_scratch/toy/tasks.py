@@ -20,7 +20,8 @@ import torch
 
 from ..pipelines.pipeline_toy import BinomialDiffusionPipeline, PointDiffusionPipeline
 from ..schedulers.scheduling_binomial import BinomialDiffusionScheduler
-from ..schedulers.scheduling_ddpm import DDPMFromScratchScheduler, log_snr_linear_betas
+from ..schedulers.log_snr_schedules import log_snr_linear_betas
+from ..schedulers.scheduling_ddpm import DDPMFromScratchScheduler
 from .data import (
     HEARTBEAT_LENGTH,
     HEARTBEAT_OPTIMUM_BITS,

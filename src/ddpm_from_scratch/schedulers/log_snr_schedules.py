@@ -1,0 +1,53 @@
+"""Noise schedules given by their log SNR, λ_t = log(ᾱ_t / (1 − ᾱ_t)), for a scheduler's ``trained_betas``.
+
+They are built here and handed to `DDPMFromScratchScheduler` (or diffusers' `DDPMScheduler`) as plain numbers, so a
+saved scheduler never needs this module.
+"""
+
+import torch
+
+from .scheduling_ddpm import linear_betas
+
+
+def betas_from_log_snr(log_snr: torch.Tensor) -> torch.Tensor:
+    """β_0..β_{T−1} (float64) of the schedule with log SNR `log_snr`: ᾱ_t = sigmoid(λ_t), β_t = 1 − ᾱ_t / ᾱ_{t−1}
+    (ᾱ_{−1} = 1)."""
+    alphas_cumprod = torch.sigmoid(log_snr.to(torch.float64))
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    return 1 - alphas_cumprod / previous
+
+
+def log_snr_linear_betas(num_train_timesteps: int, log_snr_max: float, log_snr_min: float) -> torch.Tensor:
+    """β_0..β_{T−1} (float64) whose log SNR_t = log(ᾱ_t / (1 − ᾱ_t)) falls linearly from `log_snr_max` to `log_snr_min`.
+
+    ᾱ_t = sigmoid(log SNR_t) and β_t = 1 − ᾱ_t / ᾱ_{t−1} (ᾱ_{−1} = 1). Equal steps in log SNR share the
+    bound's bits evenly over a short chain, and `log_snr_max` sets the first step's noise σ² ≈ e^{−log_snr_max},
+    the decoder's resolution. Pass the result as ``trained_betas``.
+    """
+    if not log_snr_max > log_snr_min:
+        raise ValueError(f"log_snr_max must exceed log_snr_min, got {log_snr_max} and {log_snr_min}")
+    return betas_from_log_snr(torch.linspace(log_snr_max, log_snr_min, num_train_timesteps, dtype=torch.float64))
+
+
+def high_snr_head_betas(num_train_timesteps: int, log_snr_max: float, head_steps: int, beta_start: float = 0.0001,
+                        beta_end: float = 0.02) -> torch.Tensor:
+    """β_0..β_{T−1} (float64): the linear schedule, with its first `head_steps` steps replaced by a fall in log SNR
+    that is linear from `log_snr_max` to the linear schedule's own log SNR at step `head_steps`.
+
+    log SNR_t = λ_max + (λ_lin(n) − λ_max)·t/n for t < n = `head_steps`, λ_lin(t) from there on. The linear
+    schedule starts at λ_lin(0) ≈ −log β_1 (9.2 for β_1 = 1e-4), too noisy for the decoder to resolve the 8-bit grid,
+    and falls from there in few, large steps; the head reaches a higher SNR in steps small enough for the bound,
+    and every later step, where the samples' structure is learnt, is the linear schedule's. Pass the result as
+    ``trained_betas``.
+    """
+    if not 0 < head_steps < num_train_timesteps:
+        raise ValueError(f"head_steps must lie in (0, {num_train_timesteps}), got {head_steps}")
+    base = linear_betas(num_train_timesteps, beta_start, beta_end).to(torch.float64)
+    alphas_cumprod = torch.cumprod(1 - base, dim=0)
+    log_snr = torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod)
+    if not log_snr_max > log_snr[0]:
+        raise ValueError(f"log_snr_max={log_snr_max} must exceed the linear schedule's own first log SNR "
+                         f"{float(log_snr[0]):.2f}")
+    steps = torch.arange(head_steps, dtype=torch.float64)
+    log_snr[:head_steps] = log_snr_max + (log_snr[head_steps] - log_snr_max) * steps / head_steps
+    return betas_from_log_snr(log_snr)
