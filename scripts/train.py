@@ -9,41 +9,34 @@ scikit-learn and writes a loadable pipeline, sample grids and a model card to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
-import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch.data.images import build_transform, check_resolution, load_image_dataset, with_image_transform
+from ddpm_from_scratch.data.images import (
+    build_transform,
+    check_resolution,
+    load_image_dataset,
+    random_horizontal_flip,
+    with_image_transform,
+)
 from ddpm_from_scratch.evaluation.evaluate import evaluate_folder
 from ddpm_from_scratch.figures.grid import image_grid
 from ddpm_from_scratch.hub.upload import HubUploadError, push_pipeline_folder
 from ddpm_from_scratch.hub.model_card import render_model_card
-from ddpm_from_scratch.training.checkpoints import (
-    EMA_FOLDER,
-    read_training_state,
-    remove_stale_temporaries,
-    resolve_resume_checkpoint,
-    save_checkpoint,
-)
+from ddpm_from_scratch.training.checkpoints import resolve_resume_checkpoint
+from ddpm_from_scratch.training.loop import Hook, TrainingConfig, TrainingResult, build_accelerator, train_loop
 from ddpm_from_scratch.training.step import (
-    all_finite,
-    compile_for_training,
-    batch_loss,
     check_model_for_loss,
-    step_seed,
+    compile_for_training,
+    denoising_loss,
     variance_type_for_loss,
 )
 from ddpm_from_scratch.training.losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
@@ -239,12 +232,6 @@ def check_args(args: argparse.Namespace) -> None:
         args.max_train_steps = 2000
 
 
-def cpu_threads_per_process() -> int:
-    """This process's share of the cores it may run on, one share per local process."""
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, len(os.sched_getaffinity(0)) // local_processes)
-
-
 def build_unet(args: argparse.Namespace) -> DDPMFromScratchUNet:
     """The network to train: pretrained weights as they are, or a fresh preset/config (widened to 2×C outputs
     for a loss that learns the variance)."""
@@ -306,38 +293,36 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     return scheduler
 
 
-class EpochPermutationSampler(torch.utils.data.Sampler):
-    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order."""
-
-    def __init__(self, num_samples: int, seed: int):
-        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
 def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int, sampler: str = "ddpm",
                 grid_scale: int | None = None):
     """A grid of samples with a fixed seed, so grids from different steps are comparable."""
     pipeline = DDPMFromScratchPipeline(unet=unet, scheduler=scheduler_for(sampler, noise_scheduler.config))
     pipeline.set_progress_bar_config(disable=True)
-    was_training = unet.training
-    unet.eval()  # no dropout while sampling
     images = pipeline(
         batch_size=num_images,
         generator=torch.Generator(device="cpu").manual_seed(GRID_SEED),
         num_inference_steps=num_inference_steps,
         output_type="np",
     ).images
-    unet.train(was_training)
     return image_grid(pipeline.numpy_to_pil(images), scale=grid_scale), images
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The loop's settings from the flags of the same names."""
+    names = [f.name for f in dataclasses.fields(TrainingConfig)]
+    settings = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    settings["resume_from"] = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    return TrainingConfig(**{**settings, "output_dir": Path(args.output_dir)})
+
+
+def build_dataset(args: argparse.Namespace, unet: DDPMFromScratchUNet, resolution: int):
+    """The training images as the loop's ``{"input": (C, H, W) in [−1, 1]}``."""
+    dataset = load_image_dataset(
+        dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
+        image_column=args.image_column, cache_dir=args.cache_dir,
+    )
+    transform = build_transform(resolution, unet.config.in_channels, center_crop=args.center_crop)
+    return with_image_transform(dataset, transform, args.image_column)
 
 
 def main(argv=None) -> dict:
@@ -353,242 +338,103 @@ def main(argv=None) -> dict:
     timestep_sampler = create_timestep_sampler(args.timestep_sampler, noise_scheduler.config.num_train_timesteps)
     resolution = args.resolution or unet.config.sample_size
     check_resolution(resolution, len(unet.config.channel_multipliers) - 1)
-    dataset = load_image_dataset(
-        dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
-        image_column=args.image_column, cache_dir=args.cache_dir,
-    )
-    transform = build_transform(resolution, unet.config.in_channels, center_crop=args.center_crop)
-    dataset = with_image_transform(dataset, transform, args.image_column)
-    resume_from = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+    dataset = build_dataset(args, unet, resolution)
+    config = training_config(args)
 
-    accelerator = Accelerator(
-        # Several processes without a GPU: accelerate only picks torch.distributed over gloo when told it is
-        # on the CPU; otherwise each process would train alone, unaware of the others.
-        cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.logger == "none" else args.logger,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
+    accelerator = build_accelerator(config, args.mixed_precision, None if args.logger == "none" else args.logger,
+                                    args.num_threads)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logger.setLevel(logging.WARNING)
-    if args.num_threads or accelerator.device.type == "cpu":
-        torch.set_num_threads(args.num_threads or cpu_threads_per_process())
-
-    sampler = EpochPermutationSampler(len(dataset), args.seed)
-    dataloader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.train_batch_size, sampler=sampler,
-        num_workers=args.dataloader_num_workers, drop_last=False,
-    )
+        logging.getLogger("ddpm_from_scratch").setLevel(logging.WARNING)
     if args.channels_last:
         unet.to(memory_format=torch.channels_last)
     if args.compile:
         compile_for_training(unet)
-    optimizer = torch.optim.AdamW(
-        unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        fused=True,  # one kernel for all parameters: 4× faster than the per-tensor loop on a small CPU model
-    )
-    ema = None
-    if args.use_ema:
-        ema = EMAModel(
-            unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power, model_cls=DDPMFromScratchUNet, model_config=unet.config, foreach=True,
-        )
-    unet, optimizer, dataloader = accelerator.prepare(unet, optimizer, dataloader)
-
-    # The LR schedule is stepped by hand once per optimiser step, so warm-up and length
-    # count optimiser steps whatever the accumulation or the number of processes.
-    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
-        num_training_steps=max_train_steps,
-    )
-
-    global_step = 0
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        state = read_training_state(resume_from)
-        global_step = state["global_step"]
-        lr_scheduler.load_state_dict(state["lr_scheduler"])
-        if "timestep_sampler" in state:
-            timestep_sampler.load_state_dict(state["timestep_sampler"])
-        if ema is not None:
-            loaded = EMAModel.from_pretrained(str(resume_from / EMA_FOLDER), model_cls=DDPMFromScratchUNet)
-            ema.load_state_dict(loaded.state_dict())
-        logger.info("Resumed from %s at step %d", resume_from, global_step)
     if accelerator.is_main_process:
-        remove_stale_temporaries(output_dir)
         (output_dir / "samples").mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process and args.logger != "none":
-        # The hyper-parameters go into TensorBoard: never the token.
-        # TensorBoard's hparams take scalars only: a list option is logged as its text.
-        hparams = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-                   for k, v in vars(args).items() if v is not None and k != "hub_token"}
-        accelerator.init_trackers("train", config=hparams)
+        if args.logger != "none":
+            accelerator.init_trackers("train", config=tracker_hyperparameters(args))
 
-    num_params = sum(p.numel() for p in unet.parameters())
-    logger.info(
-        "%d images, %d processes × batch %d × accumulation %d, %d steps (%d epochs), %s parameters",
-        len(dataset), accelerator.num_processes, args.train_batch_size, args.gradient_accumulation_steps,
-        max_train_steps, num_epochs, f"{num_params:,}",
+    def save_grid(step: int, model) -> None:
+        grid, images = sample_grid(model, noise_scheduler, args.num_grid_images, args.num_inference_steps,
+                                   args.sampler, args.grid_scale)
+        grid.save(output_dir / "samples" / f"step-{step}.png")
+        if args.logger == "tensorboard":
+            accelerator.get_tracker("tensorboard", unwrap=True).add_images("samples", images, step,
+                                                                           dataformats="NHWC")
+
+    result = train_loop(
+        unet, denoising_loss(noise_scheduler, args.loss, args.vlb_weight), dataset, config, accelerator,
+        timestep_sampler, augment=random_horizontal_flip if args.random_flip else None,
+        hooks=(Hook(args.save_images_steps, save_grid),),
     )
-    progress = tqdm(total=max_train_steps, initial=global_step, desc="train",
-                    disable=not accelerator.is_local_main_process)
-    unwrapped = accelerator.unwrap_model(unet)
-    micro_batches_per_epoch = len(dataloader)
-    first_epoch = global_step // steps_per_epoch
-    skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-    loss_value = float("nan")
-    images_seen, pixel_sum = 0, torch.zeros((), dtype=torch.float64)  # this rank's share of the data, for the summary
-
-    def write_checkpoint():
-        if not all_finite(unwrapped):
-            raise FloatingPointError(f"non-finite weights at step {global_step}; no checkpoint written.")
-        state = {"global_step": global_step, "lr_scheduler": lr_scheduler.state_dict(),
-                 "timestep_sampler": timestep_sampler.state_dict()}
-        path = save_checkpoint(accelerator, output_dir, global_step, ema, args.checkpoints_total_limit,
-                               extra_state=state)
-        logger.info("Saved %s", path)
-
-    def ema_unet():
-        if ema is None:
-            return unwrapped
-        copy = DDPMFromScratchUNet.from_config(unwrapped.config)
-        ema.copy_to(copy.parameters())
-        return copy
-
-    unet.train()
-    for epoch in range(first_epoch, num_epochs):
-        batches = accelerator.skip_first_batches(dataloader, skip) if epoch == first_epoch and skip else dataloader
-        # Through the loader, not the sampler: accelerate's loaders re-set the sampler's epoch from
-        # their own counter when iterated, and a freshly made skipping loader's counter starts at 0.
-        batches.set_epoch(epoch)
-        for index, batch in enumerate(batches, start=skip if epoch == first_epoch else 0):
-            seed = step_seed(args.seed, epoch * micro_batches_per_epoch + index, accelerator.process_index)
-            generator = torch.Generator(device=accelerator.device).manual_seed(seed)
-            torch.manual_seed(seed)  # dropout draws from the global generator
-            clean = batch["input"]
-            images_seen += clean.shape[0]
-            pixel_sum += clean.double().sum().cpu()
-            if args.random_flip:
-                flip = torch.rand(clean.shape[0], generator=generator, device=generator.device) < 0.5
-                clean = torch.where(flip.view(-1, 1, 1, 1).to(clean.device), clean.flip(-1), clean)
-            with accelerator.accumulate(unet):
-                with accelerator.autocast():
-                    scored = batch_loss(unet, noise_scheduler, clean, generator, args.loss, args.vlb_weight,
-                                        timestep_sampler)
-                loss = scored.loss
-                # Every rank sees every rank's loss, so all stop together on a non-finite one.
-                losses = accelerator.gather(loss.detach().reshape(1))
-                if not torch.isfinite(losses).all():
-                    raise FloatingPointError(
-                        f"non-finite loss {losses.tolist()} at step {global_step + 1}: stopping without writing "
-                        f"a checkpoint. Lower --learning_rate or use --mixed_precision bf16/no."
-                    )
-                if args.timestep_sampler != "uniform":
-                    # Every rank records every rank's losses in rank order: the histories stay identical.
-                    timestep_sampler.update(accelerator.gather(scored.timesteps),
-                                            accelerator.gather(scored.per_sample))
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-
-            lr_scheduler.step()
-            if ema is not None:
-                ema.step(unwrapped.parameters())
-            global_step += 1
-            loss_value = losses.mean().item()
-            lr = lr_scheduler.get_last_lr()[0]
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-            logs = {"loss": loss_value, "lr": lr}
-            logs.update({name: values.mean().item() for name, values in scored.terms.items()})
-            if ema is not None:
-                logs["ema_decay"] = ema.cur_decay_value
-            accelerator.log(logs, step=global_step)
-
-            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                write_checkpoint()
-            if accelerator.is_main_process and (
-                global_step % args.save_images_steps == 0 or global_step == max_train_steps
-            ):
-                grid, images = sample_grid(ema_unet(), noise_scheduler, args.num_grid_images,
-                                           args.num_inference_steps, args.sampler, args.grid_scale)
-                grid.save(output_dir / "samples" / f"step-{global_step}.png")
-                if args.logger == "tensorboard":
-                    tracker = accelerator.get_tracker("tensorboard", unwrap=True)
-                    tracker.add_images("samples", images, global_step, dataformats="NHWC")
-            if global_step >= max_train_steps:
-                break
-        skip = 0
-        if global_step >= max_train_steps:
-            break
-    progress.close()
-    accelerator.wait_for_everyone()
-
     if accelerator.is_main_process:
-        final_unet = ema_unet()
-        pipeline = DDPMFromScratchPipeline(unet=final_unet, scheduler=noise_scheduler)
-        pipeline.save_pretrained(output_dir)
-        grid_path = output_dir / "samples" / f"step-{global_step}.png"
-        wall = time.time() - started
-        facts = {
-            "dataset": args.dataset_name or args.train_data_dir or "UCI digits (scikit-learn), training split",
-            "model_config": args.pretrained_model_name_or_path or args.model_config,
-            "num_parameters": f"{num_params:,}",
-            "resolution": resolution,
-            "channels": final_unet.config.in_channels,
-            "train_steps": global_step,
-            "batch_size": args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
-            "learning_rate": args.learning_rate,
-            "mixed_precision": accelerator.mixed_precision,
-            "ema": "yes" if ema is not None else "no",
-            "wall_time": f"{wall / 60:.1f} min",
-            "final_loss": f"{loss_value:.4f}",
-            "sample_grid": grid_path.relative_to(output_dir).as_posix(),
-            "num_train_timesteps": noise_scheduler.config.num_train_timesteps,
-            "beta_schedule": noise_scheduler.config.beta_schedule,
-            "predicts": "the noise ε and its variance" if variance_type_for_loss(args.loss) else "the noise ε",
-            "loss": LOSS_DESCRIPTIONS[args.loss].format(vlb_weight=args.vlb_weight),
-            "variance": VARIANCE_DESCRIPTIONS.get(noise_scheduler.config.variance_type,
-                                                  noise_scheduler.config.variance_type),
-            "timestep_sampler": args.timestep_sampler,
-            "repo_id": args.hub_model_id or output_dir.name,
-        }
-        (output_dir / "README.md").write_text(render_model_card(MODEL_CARD_TEMPLATE.read_text(), facts))
-        if args.evaluate and not args.dataset_name:  # a Hub/saved dataset has no image folder to evaluate on
-            evaluate_folder(
-                str(output_dir), update_card=True, data_dir=args.train_data_dir,
-                num_bound_images=args.eval_num_bound_images, num_samples=args.eval_num_samples,
-                sampler=args.sampler, num_inference_steps=args.num_inference_steps, seed=args.seed, progress=False,
-            )
-        if args.push_to_hub:
-            commit = push_pipeline_folder(output_dir, args.hub_model_id, token=args.hub_token,
-                                          private=args.hub_private_repo)
-            logger.info("Pushed to the Hub: %s", commit)
-        print(
-            f"Done: {global_step} steps in {wall / 60:.1f} min, final loss {loss_value:.4f}. "
-            f"Pipeline and model card in {output_dir}/, samples in {output_dir}/samples/, "
-            f"checkpoints in {output_dir}/checkpoint-*/, TensorBoard logs in {output_dir}/logs/."
-        )
+        write_run_outputs(args, accelerator, result, noise_scheduler, resolution, time.time() - started)
     accelerator.end_training()
     return {
         "process_index": accelerator.process_index,
-        "global_step": global_step,
-        "final_loss": loss_value,
-        "weights_sha256": weights_digest(unwrapped),
+        "global_step": result.global_step,
+        "final_loss": result.final_loss,
+        "weights_sha256": weights_digest(result.raw_model),
         "timestep_sampler_sha256": hashlib.sha256(json.dumps(timestep_sampler.state_dict()).encode()).hexdigest(),
-        "images_seen": images_seen,
-        "pixel_sum": pixel_sum.item(),
+        "images_seen": result.images_seen,
+        "pixel_sum": result.pixel_sum,
     }
+
+
+def tracker_hyperparameters(args: argparse.Namespace) -> dict:
+    """The flags as TensorBoard's hparams: never the token; a list option as its text (hparams take scalars)."""
+    return {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+            for k, v in vars(args).items() if v is not None and k != "hub_token"}
+
+
+def write_run_outputs(args: argparse.Namespace, accelerator, result: TrainingResult, noise_scheduler,
+                      resolution: int, wall: float) -> None:
+    """The run's pipeline, model card, evaluation and Hub upload (main process)."""
+    output_dir = Path(args.output_dir)
+    final_unet = result.model
+    DDPMFromScratchPipeline(unet=final_unet, scheduler=noise_scheduler).save_pretrained(output_dir)
+    grid_path = output_dir / "samples" / f"step-{result.global_step}.png"
+    facts = {
+        "dataset": args.dataset_name or args.train_data_dir or "UCI digits (scikit-learn), training split",
+        "model_config": args.pretrained_model_name_or_path or args.model_config,
+        "num_parameters": f"{sum(p.numel() for p in result.raw_model.parameters()):,}",
+        "resolution": resolution,
+        "channels": final_unet.config.in_channels,
+        "train_steps": result.global_step,
+        "batch_size": args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
+        "learning_rate": args.learning_rate,
+        "mixed_precision": accelerator.mixed_precision,
+        "ema": "yes" if args.use_ema else "no",
+        "wall_time": f"{wall / 60:.1f} min",
+        "final_loss": f"{result.final_loss:.4f}",
+        "sample_grid": grid_path.relative_to(output_dir).as_posix(),
+        "num_train_timesteps": noise_scheduler.config.num_train_timesteps,
+        "beta_schedule": noise_scheduler.config.beta_schedule,
+        "predicts": "the noise ε and its variance" if variance_type_for_loss(args.loss) else "the noise ε",
+        "loss": LOSS_DESCRIPTIONS[args.loss].format(vlb_weight=args.vlb_weight),
+        "variance": VARIANCE_DESCRIPTIONS.get(noise_scheduler.config.variance_type,
+                                              noise_scheduler.config.variance_type),
+        "timestep_sampler": args.timestep_sampler,
+        "repo_id": args.hub_model_id or output_dir.name,
+    }
+    (output_dir / "README.md").write_text(render_model_card(MODEL_CARD_TEMPLATE.read_text(), facts))
+    if args.evaluate and not args.dataset_name:  # a Hub/saved dataset has no image folder to evaluate on
+        evaluate_folder(
+            str(output_dir), update_card=True, data_dir=args.train_data_dir,
+            num_bound_images=args.eval_num_bound_images, num_samples=args.eval_num_samples,
+            sampler=args.sampler, num_inference_steps=args.num_inference_steps, seed=args.seed, progress=False,
+        )
+    if args.push_to_hub:
+        commit = push_pipeline_folder(output_dir, args.hub_model_id, token=args.hub_token,
+                                      private=args.hub_private_repo)
+        logger.info("Pushed to the Hub: %s", commit)
+    print(
+        f"Done: {result.global_step} steps in {wall / 60:.1f} min, final loss {result.final_loss:.4f}. "
+        f"Pipeline and model card in {output_dir}/, samples in {output_dir}/samples/, "
+        f"checkpoints in {output_dir}/checkpoint-*/, TensorBoard logs in {output_dir}/logs/."
+    )
 
 
 def weights_digest(module: torch.nn.Module) -> str:

@@ -517,6 +517,16 @@ class ImageTransform:
         return x
 
 
+def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of the batch ``(B, C, H, W)`` flipped left-right with probability 1/2, drawn from `generator`.
+
+    Drawn per batch from the training step's generator rather than per image in the data loader, so a
+    resumed run flips exactly as an uninterrupted one (and worker processes cannot repeat a stream).
+    """
+    flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+
+
 def build_transform(
     resolution: int,
     channels: int,

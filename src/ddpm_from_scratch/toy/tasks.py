@@ -83,12 +83,10 @@ def run_heartbeat(output_dir: str | Path, seed: int = 0, max_train_steps: int | 
     test = heartbeat_sequences(config["num_test"], seed + 1_000_003)
     held_out: list[tuple[int, float]] = []
 
-    def evaluate_during_training(step: int) -> None:
-        model.eval()
-        bound = binomial_negative_bound_bits(model, scheduler, test[:config["num_eval_during_training"]],
+    def evaluate_during_training(step: int, averaged: ToyDenoiser) -> None:
+        bound = binomial_negative_bound_bits(averaged, scheduler, test[:config["num_eval_during_training"]],
                                              torch.Generator().manual_seed(seed + step))
         held_out.append((step, -bound.mean().item()))
-        model.train()
 
     started = time.time()
     batch_loss = functools.partial(binomial_batch_loss, cross_entropy_weight=config["cross_entropy_weight"])

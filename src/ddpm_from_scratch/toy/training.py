@@ -3,7 +3,8 @@
 One step draws a batch of data, a timestep per sample from a `timestep_sampling` sampler (uniform,
 or loss-aware: the importance weights keep the estimate of Σ_t L_t unbiased), x_t ~ q(x_t | x_0), and
 minimises T · L_t per sample: the binomial KL of `BinomialDiffusionScheduler.vb_term`, or the Gaussian
-`losses.vlb_loss` with the continuous decoder. Every draw goes through one generator seeded by `seed`.
+`losses.vlb_loss` with the continuous decoder. The loop is the images' (`training.loop`): every draw
+comes from the micro-batch's generator, seeded from `seed` and the step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..training.loop import Hook, LossFunction, TensorSamples, TrainingConfig, build_accelerator, train_loop
 from ..training.losses import training_losses
+from ..training.step import BatchLoss
 from ..training.timestep_sampling import create_timestep_sampler
 from .likelihood import binomial_vlb_loss_bits
 
@@ -54,76 +57,43 @@ def point_batch_loss(model, scheduler, points: torch.Tensor, timesteps: torch.Te
     return losses["loss"] * points[0].numel()
 
 
+def toy_loss(per_timestep_loss: Callable, scheduler) -> LossFunction:
+    """A per-timestep toy loss (`binomial_batch_loss`, `point_batch_loss`) as `training.loop.train_loop` calls one:
+    t drawn from the timestep sampler first, then the loss, weighted by the sampler's importance weights."""
+
+    def loss_fn(model, samples: torch.Tensor, generator: torch.Generator, timestep_sampler) -> BatchLoss:
+        timesteps, weights = timestep_sampler.sample(samples.shape[0], generator)
+        per_sample = per_timestep_loss(model, scheduler, samples, timesteps, generator)
+        return BatchLoss((weights * per_sample).mean(), timesteps, per_sample.detach(), {})
+
+    return loss_fn
+
+
 def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_train_steps: int, batch_size: int,
               learning_rate: float, seed: int, timestep_sampler: str = "loss-aware", ema_decay: float = 0.999,
-              callback: Callable[[int], None] | None = None, callback_every: int = 1,
-              progress: bool = True) -> list[float]:
-    """Adam on the weighted mean of `batch_loss` over batches of `data` (with replacement); the learning rate
-    decays linearly to zero over the last half. The model ends with the exponential moving average of its
-    weights (``ema_decay``; 0 keeps the last weights), which `callback(step)` also sees, every `callback_every`
-    steps and after the last. Returns the mean loss (bits per sample) of each step."""
-    generator = torch.Generator().manual_seed(seed)
+              callback: Callable[[int, torch.nn.Module], None] | None = None, callback_every: int = 1,
+              progress: bool = True, **loop_options) -> list[float]:
+    """Train a toy model on T · L_t with the package's one loop (`training.loop.train_loop`, on the CPU).
+
+    Adam on the weighted mean of ``batch_loss`` over batches of ``data`` drawn a shuffled epoch at a time,
+    the learning rate decaying linearly to zero; no gradient clipping. The model ends with diffusers'
+    `EMAModel` average of its weights (``ema_decay`` its decay, reached as (1 + step)/(10 + step) grows to it;
+    0 keeps the last weights), which ``callback(step, model)`` also sees, every ``callback_every`` steps and after
+    the last. ``loop_options`` go to `TrainingConfig` (e.g. ``output_dir``, ``checkpointing_steps`` and
+    ``resume_from`` to checkpoint and resume). Returns the mean loss (bits per sample) of each step.
+    """
+    config = TrainingConfig(
+        seed=seed, train_batch_size=batch_size, max_train_steps=max_train_steps, drop_last=True,
+        learning_rate=learning_rate, lr_scheduler="linear", lr_warmup_steps=0, max_grad_norm=None,
+        use_ema=ema_decay > 0, ema_max_decay=ema_decay, ema_warmup=False, progress=progress, **loop_options,
+    )
+    # Networks of a few hundred thousand weights: a GPU would only add transfers.
+    accelerator = build_accelerator(config, mixed_precision="no", cpu=True)
     sampler = create_timestep_sampler(timestep_sampler, scheduler.config.num_train_timesteps)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    half = max_train_steps // 2
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 1.0 if step < half else max(0.0, (max_train_steps - step) / (max_train_steps - half)))
-    history = []
-    # No average to keep (or swap in for the callback) when the last weights are what is wanted.
-    average = [p.detach().clone() for p in model.parameters()] if ema_decay else None
-    model.train()
-    steps = range(max_train_steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="training", mininterval=2.0)
-    for step in steps:
-        rows = torch.randint(len(data), (batch_size,), generator=generator)
-        timesteps, weights = sampler.sample(batch_size, generator)
-        losses = batch_loss(model, scheduler, data[rows], timesteps, generator)
-        loss = (losses * weights).mean()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the loss became {value} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        sampler.update(timesteps, losses.detach())
-        history.append(value)
-        if average is not None:
-            with torch.no_grad():
-                for kept, current in zip(average, model.parameters()):
-                    kept.lerp_(current, 1 - ema_decay)
-        done = step + 1
-        if callback is not None and (done % callback_every == 0 or done == max_train_steps):
-            with _swapped(model, average):
-                callback(done)
-    if average is not None:
-        with torch.no_grad():
-            for kept, current in zip(average, model.parameters()):
-                current.copy_(kept)
+    hooks = () if callback is None else (Hook(callback_every, callback),)
+    result = train_loop(model, toy_loss(batch_loss, scheduler), TensorSamples(data), config, accelerator, sampler,
+                        hooks=hooks)
+    if result.model is not model:
+        model.load_state_dict(result.model.state_dict())
     model.eval()
-    return history
-
-
-class _swapped:
-    """Within the block the model holds `weights` (None: its own); its own come back after."""
-
-    def __init__(self, model, weights):
-        self.model, self.weights = model, weights
-
-    def __enter__(self):
-        if self.weights is None:  # the model's own weights are the ones to use
-            return
-        self.saved = [p.detach().clone() for p in self.model.parameters()]
-        with torch.no_grad():
-            for p, w in zip(self.model.parameters(), self.weights):
-                p.copy_(w)
-
-    def __exit__(self, *exc):
-        if self.weights is None:
-            return
-        with torch.no_grad():
-            for p, w in zip(self.model.parameters(), self.saved):
-                p.copy_(w)
+    return result.losses

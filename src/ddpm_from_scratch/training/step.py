@@ -110,9 +110,14 @@ def batch_loss(
     return BatchLoss(loss, timesteps, per_sample.detach(), {k: v.detach() for k, v in terms.items()})
 
 
-def l_simple_loss(model, scheduler, clean_images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    r"""L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖², t uniform over all training timesteps."""
-    return batch_loss(model, scheduler, clean_images, generator).loss
+def denoising_loss(scheduler, loss_type: str = "simple", vlb_weight: float = DEFAULT_VLB_WEIGHT):
+    """`batch_loss` with this scheduler and loss, as `loop.train_loop` calls a loss function:
+    ``loss_fn(model, clean_images, generator, timestep_sampler) -> BatchLoss``."""
+
+    def loss_fn(model, clean_images: torch.Tensor, generator: torch.Generator, timestep_sampler) -> BatchLoss:
+        return batch_loss(model, scheduler, clean_images, generator, loss_type, vlb_weight, timestep_sampler)
+
+    return loss_fn
 
 
 # ----------------------------------------------------------------------------- model and scheduler for a loss
