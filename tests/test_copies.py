@@ -33,3 +33,12 @@ def test_a_copy_matches_its_original(module, name, original_module, original_nam
     copy = inspect.getsource(getattr(importlib.import_module(module), name))
     original = inspect.getsource(getattr(importlib.import_module(original_module), original_name))
     assert copy == original.replace(original_name, name), f"{module}.{name} differs from {original_module}.{original_name}"
+
+
+def test_the_pipelines_list_of_learned_variance_types_is_the_schedulers():
+    # pipeline_utils.py ships without the scheduler's file beside it, so it keeps its own copy of the constant.
+    from ddpm_from_scratch.pipelines import pipeline_utils
+    from ddpm_from_scratch.schedulers import scheduling_ddpm
+
+    assert pipeline_utils.LEARNED_VARIANCE_TYPES == scheduling_ddpm.LEARNED_VARIANCE_TYPES
+    assert set(scheduling_ddpm.LEARNED_VARIANCE_TYPES) <= set(scheduling_ddpm.VARIANCE_TYPES)

@@ -36,7 +36,8 @@ import torch
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from .schedulers.scheduling_ddpm import learned_range_log_variance
+from .pipelines.pipeline_utils import output_for_scheduler
+from .schedulers.scheduling_ddpm import LEARNED_VARIANCE_TYPES, VARIANCE_TYPES, learned_range_log_variance
 
 if TYPE_CHECKING:  # for the annotations only: any scheduler with these named methods will do
     from .schedulers.scheduling_ddpm import DDPMFromScratchScheduler, ModelMeanVariance
@@ -48,14 +49,7 @@ MIN_PROBABILITY = 1e-12
 # k/127.5 − 1 only to within about 0.03 bins near ±1.
 GRID_TOLERANCE = 0.05
 # Variance types whose reverse-step variance the bound knows how to read (all of the scheduler's).
-SUPPORTED_VARIANCE_TYPES = (
-    "fixed_small",
-    "fixed_small_log",
-    "fixed_large",
-    "fixed_large_log",
-    "learned",
-    "learned_range",
-)
+SUPPORTED_VARIANCE_TYPES = VARIANCE_TYPES
 
 
 @dataclass
@@ -464,6 +458,19 @@ def bound_timesteps(
 # ----------------------------------------------------------------------------- the whole bound
 
 
+def _check_real_samples(samples: torch.Tensor, decoder: str) -> torch.Tensor:
+    """Real-valued samples for the continuous decoder: a finite floating ``(B, …)`` tensor, B ≥ 1."""
+    if decoder != "continuous":
+        raise ValueError(f"decoder must be 'discretized' or 'continuous', got {decoder!r}")
+    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
+        raise TypeError(f"samples must be a floating-point tensor, got {type(samples).__name__}")
+    if samples.dim() < 2 or samples.shape[0] < 1:
+        raise ValueError(f"samples must have shape (B, ...) with B ≥ 1, got {tuple(samples.shape)}")
+    if not torch.isfinite(samples).all():
+        raise ValueError("samples must be finite")
+    return samples
+
+
 def _draw_noise(shape: torch.Size, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device):
     # Drawn on the generator's device and moved, so one CPU generator gives the same noise everywhere.
     draw_device = generator.device if generator is not None else device
@@ -495,6 +502,7 @@ def variational_bound(
     progress: bool = True,
     num_inference_steps: int | None = None,
     timesteps: Any = None,
+    decoder: str = "discretized",
 ) -> VariationalBoundOutput:
     """Every term of the variational bound of ``images`` under a DDPM, in bits per dimension.
 
@@ -531,6 +539,9 @@ def variational_bound(
         progress: show a tqdm progress bar over the chain's timesteps.
         num_inference_steps: K, the respaced chain of ``set_timesteps(K)`` (see `bound_timesteps`).
         timesteps: an explicit descending chain instead (at least 2 timesteps in [0, T)).
+        decoder: ``"discretized"`` (8-bit images, the default) or ``"continuous"``: real-valued samples of any
+            shape ``(B, …)`` (the toy problems' points), L_0 their Gaussian density (`continuous_decoder_nll`);
+            pass ``clip_denoised=False`` for data not confined to [−1, 1].
 
     Returns:
         [`VariationalBoundOutput`] with ``bits_per_dim``, ``prior_bits_per_dim``,
@@ -541,7 +552,7 @@ def variational_bound(
         ValueError: for images off the grid, out of range or of the wrong shape; unsupported
             scheduler settings; a bad chain (see `bound_timesteps`) or ``batch_timesteps``.
     """
-    x0 = check_images(images)
+    x0 = check_images(images) if decoder == "discretized" else _check_real_samples(images, decoder)
     scheduler = ddpm_chain(scheduler)
     _check_scheduler(scheduler)
     chain = bound_timesteps(scheduler, num_inference_steps, timesteps)
@@ -553,7 +564,7 @@ def variational_bound(
         raise ValueError(f"batch_timesteps must be a positive integer, got {batch_timesteps!r}")
     previous = {t: p for t, p in zip(chain, chain[1:] + [-1])}
     decoder_timestep_above = None if training_chain else chain[-2]
-    epsilon_only = scheduler.config.variance_type not in ("learned", "learned_range")
+    reads_variance = scheduler.config.variance_type in LEARNED_VARIANCE_TYPES
 
     # Column k holds the term at chain[K − 1 − k]: ascending timesteps, the decoder first.
     num_steps = len(chain)
@@ -563,17 +574,17 @@ def variational_bound(
             chunk = chain[start:start + batch_timesteps]
             timesteps_ = torch.tensor(chunk, dtype=torch.long, device=device).repeat_interleave(num_images)
             noise = torch.cat([_draw_noise(x0.shape, generator, x0.dtype, device) for _ in chunk])
-            original = x0.repeat(len(chunk), 1, 1, 1)
+            original = x0.repeat(len(chunk), *[1] * (x0.dim() - 1))
             sample = scheduler.add_noise(original, noise, timesteps_)
-            model_output = _call_model(unet, sample, timesteps_)
-            if epsilon_only and model_output.shape[1] == 2 * x0.shape[1]:
-                model_output = model_output[:, : x0.shape[1]]  # a learned-variance network read with a fixed variance
+            # A learned-variance network under a fixed-variance scheduler is read as the pipelines read it.
+            model_output = output_for_scheduler(_call_model(unet, sample, timesteps_), x0.shape[1], reads_variance)
             prev = None
             if not training_chain:
                 prev = torch.tensor([previous[t] for t in chunk], dtype=torch.long, device=device)
                 prev = prev.repeat_interleave(num_images)
             chunk_terms = vb_terms_bits_per_dim(scheduler, model_output, sample, original, timesteps_, clip_denoised,
-                                                prev_timesteps=prev, decoder_timestep_above=decoder_timestep_above)
+                                                prev_timesteps=prev, decoder_timestep_above=decoder_timestep_above,
+                                                decoder=decoder)
             columns = [num_steps - 1 - (start + j) for j in range(len(chunk))]
             terms[:, columns] = chunk_terms.reshape(len(chunk), num_images).T
             bar.update(len(chunk))

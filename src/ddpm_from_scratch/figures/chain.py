@@ -28,6 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..schedulers.scheduling_ddpm import DDPMFromScratchScheduler  # noqa: E402
+from ..pipelines.pipeline_utils import output_for_scheduler, scheduler_reads_variance  # noqa: E402
 
 # The timesteps of the forward and reverse figures, for T = 1000 (scaled to other T).
 FIGURE_TIMESTEPS = (0, 50, 100, 250, 500, 750, 999)
@@ -165,9 +166,10 @@ def reverse_chain(pipeline, num_images: int, timesteps: Sequence[int],
     sample = randn_tensor(pipeline._image_shape(num_images), generator=generator, device=device, dtype=unet.dtype)
     wanted = set(timesteps)
     kept_sample, kept_original = {}, {}
+    channels, reads_variance = sample.shape[1], scheduler_reads_variance(scheduler)
     for t in pipeline.progress_bar(scheduler.timesteps):
         with torch.no_grad():
-            model_output = unet(sample, t).sample
+            model_output = output_for_scheduler(unet(sample, t).sample, channels, reads_variance)
         output = scheduler.step(model_output, t, sample, generator=generator)
         if int(t) in wanted:
             kept_sample[int(t)] = sample.cpu()

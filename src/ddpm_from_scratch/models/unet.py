@@ -235,6 +235,10 @@ class AttentionBlock(nn.Module):
     to_v stacked); ``heads`` splits the channels into independent heads.
     """
 
+    # Parameter names of diffusers' Attention block; the fused qkv projection is its to_q, to_k, to_v stacked.
+    diffusers_names = {"norm": "group_norm", "proj_out": "to_out.0"}
+    diffusers_qkv = ("to_q", "to_k", "to_v")
+
     def __init__(self, channels: int, heads: int, groups: int, eps: float):
         super().__init__()
         if channels % heads != 0:
@@ -603,49 +607,46 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
                     pairs.append((f"{side}.{i}.resample", f"{theirs}.{k}.{resample}.0"))
         return pairs
 
-    def _to_diffusers_state_dict(self) -> Dict[str, torch.Tensor]:
-        """Our weights under UNet2DModel's parameter names (q, k, v split apart)."""
-        state = {}
+    def _diffusers_parameter_names(self) -> List[Tuple[str, Tuple[str, ...]]]:
+        """(our parameter, diffusers' parameters) for every tensor: one name, or (to_q, to_k, to_v) for the
+        fused qkv projection, whose weight is theirs stacked in that order. The one map both directions walk."""
+        pairs = []
         for ours, theirs in self._diffusers_module_names():
             module = self.get_submodule(ours)
-            for name, tensor in module.state_dict().items():
+            for name in module.state_dict():
                 child, _, kind = name.rpartition(".")  # e.g. ("conv_1", "weight")
                 if isinstance(module, AttentionBlock) and child == "qkv":
-                    for part, chunk in zip(("to_q", "to_k", "to_v"), tensor.chunk(3, dim=0)):
-                        state[f"{theirs}.{part}.{kind}"] = chunk.clone()
+                    fused = tuple(f"{theirs}.{part}.{kind}" for part in AttentionBlock.diffusers_qkv)
+                    pairs.append((f"{ours}.{name}", fused))
                     continue
-                if isinstance(module, AttentionBlock):
-                    child = {"norm": "group_norm", "proj_out": "to_out.0"}[child]
-                elif isinstance(module, ResidualBlock):
-                    child = ResidualBlock.diffusers_names[child]
-                state[".".join(p for p in (theirs, child, kind) if p)] = tensor.clone()
+                if isinstance(module, (AttentionBlock, ResidualBlock)):
+                    child = type(module).diffusers_names[child]
+                pairs.append((f"{ours}.{name}", (".".join(p for p in (theirs, child, kind) if p),)))
+        return pairs
+
+    def _to_diffusers_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Our weights under UNet2DModel's parameter names (q, k, v split apart)."""
+        ours_state = self.state_dict()
+        state = {}
+        for ours, theirs in self._diffusers_parameter_names():
+            for name, part in zip(theirs, ours_state[ours].chunk(len(theirs), dim=0)):
+                state[name] = part.clone()
         return state
 
     def _load_diffusers_state_dict(self, theirs_state: Dict[str, torch.Tensor]) -> None:
         """Load weights named as in UNet2DModel; every tensor on both sides must be used."""
-        reference = self._to_diffusers_state_dict()  # our layout under their names
-        missing = sorted(set(reference) - set(theirs_state))
-        unexpected = sorted(set(theirs_state) - set(reference))
+        pairs = self._diffusers_parameter_names()
+        expected = {name for _, theirs in pairs for name in theirs}
+        missing = sorted(expected - set(theirs_state))
+        unexpected = sorted(set(theirs_state) - expected)
         if missing or unexpected:
             raise ValueError(
                 f"UNet2DModel weights do not match this layout: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         ours_state = {}
-        for ours, theirs in self._diffusers_module_names():
-            module = self.get_submodule(ours)
-            for name in module.state_dict():
-                child, _, kind = name.rpartition(".")
-                if isinstance(module, AttentionBlock) and child == "qkv":
-                    parts = [theirs_state[f"{theirs}.{p}.{kind}"] for p in ("to_q", "to_k", "to_v")]
-                    ours_state[f"{ours}.{name}"] = torch.cat(parts, dim=0)
-                    continue
-                if isinstance(module, AttentionBlock):
-                    their_child = {"norm": "group_norm", "proj_out": "to_out.0"}[child]
-                elif isinstance(module, ResidualBlock):
-                    their_child = ResidualBlock.diffusers_names[child]
-                else:
-                    their_child = child
-                ours_state[f"{ours}.{name}"] = theirs_state[".".join(p for p in (theirs, their_child, kind) if p)]
+        for ours, theirs in pairs:
+            parts = [theirs_state[name] for name in theirs]
+            ours_state[ours] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         self.load_state_dict(ours_state, strict=True)
 
     def _attention_channels(self) -> List[int]:

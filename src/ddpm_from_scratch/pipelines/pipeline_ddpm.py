@@ -30,7 +30,15 @@ from diffusers import (
 )
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_utils import _PACKAGE, LEARNED_VARIANCE_TYPES, HubPipelineMixin, scheduler_reads_variance
+from .pipeline_utils import (
+    _PACKAGE,
+    LEARNED_VARIANCE_TYPES,
+    HubPipelineMixin,
+    check_pipeline_inputs,
+    output_for_scheduler,
+    scheduler_reads_variance,
+    step_kwargs,
+)
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -74,20 +82,6 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
                 f" (a learned variance needs {2 * in_channels}); use a fixed variance_type such as 'fixed_small'"
             )
 
-    @staticmethod
-    def _check_inputs(
-        batch_size: int, generator: torch.Generator | list[torch.Generator] | None, output_type: str
-    ) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(
-                f"`generator` is a list of {len(generator)} generators but `batch_size` is {batch_size}: "
-                "pass one generator per image."
-            )
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-
     @torch.no_grad()
     def __call__(
         self,
@@ -122,7 +116,7 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
-        self._check_inputs(batch_size, generator, output_type)
+        check_pipeline_inputs(batch_size, generator, output_type, OUTPUT_TYPES)
         self._check_variance_channels()
         device = self._execution_device
 
@@ -138,15 +132,13 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         sample = randn_tensor(self._image_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
         sample = sample * self.scheduler.init_noise_sigma
 
-        step_kwargs = self._step_kwargs(generator)
+        extra_step_kwargs = step_kwargs(self.scheduler, generator)
         channels = sample.shape[1]
-        epsilon_only = not self._scheduler_reads_variance()
+        reads_variance = self._scheduler_reads_variance()
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(sample, t)
-            noise_pred = self.unet(model_input, t).sample
-            if epsilon_only and noise_pred.shape[1] == 2 * channels:
-                noise_pred = noise_pred[:, :channels]  # ε; the learned variance is DDPM's alone
-            sample = self.scheduler.step(noise_pred, t, sample, **step_kwargs).prev_sample
+            noise_pred = output_for_scheduler(self.unet(model_input, t).sample, channels, reads_variance)
+            sample = self.scheduler.step(noise_pred, t, sample, **extra_step_kwargs).prev_sample
 
         images = self.postprocess(sample, output_type)
         self.maybe_free_model_hooks()
@@ -270,11 +262,6 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return pipe
-
-    def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict:
-        # Deterministic multistep solvers (UniPC, ...) take no generator in `step`.
-        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
-        return {"generator": generator} if accepts_generator else {}
 
     def postprocess(self, sample: torch.Tensor, output_type: str = "pil") -> list | np.ndarray | torch.Tensor:
         """Map model space [-1, 1] to image space [0, 1] and convert to `output_type`."""

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,13 @@ from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_utils import HubPipelineMixin, scheduler_reads_variance
+from .pipeline_utils import (
+    HubPipelineMixin,
+    check_pipeline_inputs,
+    output_for_scheduler,
+    scheduler_reads_variance,
+    step_kwargs,
+)
 
 TOY_OUTPUT_TYPES = ("np", "pt")
 
@@ -37,14 +42,12 @@ class _VectorPipeline(HubPipelineMixin, DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
-    @staticmethod
-    def _check_inputs(batch_size: int, generator, output_type: str) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError("`generator` must be one torch.Generator (it draws the whole batch).")
-        if output_type not in TOY_OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {TOY_OUTPUT_TYPES}, got {output_type!r}.")
+    def _check_inputs(self, batch_size: int, generator, output_type: str) -> None:
+        check_pipeline_inputs(batch_size, generator, output_type, TOY_OUTPUT_TYPES, one_generator=True)
+
+    def _num_inference_steps(self, num_inference_steps: int | None) -> int:
+        """The chain's length: the training chain's T unless given (0 is refused by the scheduler, not taken as T)."""
+        return self.scheduler.config.num_train_timesteps if num_inference_steps is None else num_inference_steps
 
     def _shape(self, batch_size: int) -> tuple[int, int]:
         return (batch_size, self.unet.config.in_features)
@@ -78,7 +81,7 @@ class BinomialDiffusionPipeline(_VectorPipeline):
         """
         self._check_inputs(batch_size, generator, output_type)
         device = self._execution_device
-        self.scheduler.set_timesteps(num_inference_steps or self.scheduler.config.num_train_timesteps, device=device)
+        self.scheduler.set_timesteps(self._num_inference_steps(num_inference_steps), device=device)
         sample = self.scheduler.prior_sample(self._shape(batch_size), generator=generator, device=device,
                                              dtype=self.unet.dtype)
         for t in self.progress_bar(self.scheduler.timesteps):
@@ -111,16 +114,14 @@ class PointDiffusionPipeline(_VectorPipeline):
         """
         self._check_inputs(batch_size, generator, output_type)
         device = self._execution_device
-        self.scheduler.set_timesteps(num_inference_steps or self.scheduler.config.num_train_timesteps, device=device)
+        self.scheduler.set_timesteps(self._num_inference_steps(num_inference_steps), device=device)
         sample = randn_tensor(self._shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
         sample = sample * self.scheduler.init_noise_sigma
         dims = sample.shape[1]
-        epsilon_only = not scheduler_reads_variance(self.scheduler)
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters \
-            else {}
+        reads_variance = scheduler_reads_variance(self.scheduler)
+        extra_step_kwargs = step_kwargs(self.scheduler, generator)
         for t in self.progress_bar(self.scheduler.timesteps):
             output = self.unet(self.scheduler.scale_model_input(sample, t), t).sample
-            if epsilon_only and output.shape[1] == 2 * dims:
-                output = output[:, :dims]  # ε; the learned variance is DDPM's alone
-            sample = self.scheduler.step(output, t, sample, **step_kwargs).prev_sample
+            output = output_for_scheduler(output, dims, reads_variance)
+            sample = self.scheduler.step(output, t, sample, **extra_step_kwargs).prev_sample
         return self._output(sample, output_type, return_dict)

@@ -35,9 +35,11 @@ import os
 import re
 import shutil
 
+import torch
 from diffusers import DDPMScheduler, SchedulerMixin
 
-# Variance types whose σ_t² the network outputs in extra channels (ε first, then the variance output).
+# Variance types whose σ_t² the network outputs in extra channels (ε first, then the variance output): a copy of
+# schedulers.scheduling_ddpm.LEARNED_VARIANCE_TYPES, which does not ship beside this file (tests/test_copies.py).
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 
 # The package this module belongs to ("ddpm_from_scratch"), or None when it runs as a shipped copy
@@ -64,6 +66,45 @@ def scheduler_reads_variance(scheduler: SchedulerMixin) -> bool:
     # run as shipped code, where ddpm_from_scratch cannot be imported.
     reads = isinstance(scheduler, DDPMScheduler) or hasattr(scheduler, "split_model_output")
     return reads and scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
+
+
+# ---------------------------------------------------------------------------------------- one call's inputs
+
+
+def check_pipeline_inputs(batch_size: int, generator, output_type: str, output_types: tuple[str, ...],
+                          one_generator: bool = False) -> None:
+    """Refuse a pipeline call's bad arguments before anything is drawn, naming the argument and the value.
+
+    ``generator`` may be a list of ``batch_size`` generators (one per image, as diffusers' pipelines take
+    them), unless ``one_generator``: the toy pipelines draw the whole batch from one.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if one_generator:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError("`generator` must be one torch.Generator (it draws the whole batch).")
+    elif isinstance(generator, list) and len(generator) != batch_size:
+        raise ValueError(
+            f"`generator` is a list of {len(generator)} generators but `batch_size` is {batch_size}: "
+            "pass one generator per image."
+        )
+    if output_type not in output_types:
+        raise ValueError(f"`output_type` must be one of {output_types}, got {output_type!r}.")
+
+
+def step_kwargs(scheduler, generator) -> dict:
+    """The keyword arguments of ``scheduler.step`` beyond (output, t, sample): the generator, where it takes one
+    (deterministic multistep solvers such as UniPC take none)."""
+    return {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+
+
+def output_for_scheduler(model_output, channels: int, reads_variance: bool):
+    """What the scheduler's `step` reads of the network's output: all of it when it reads a learned variance
+    (`scheduler_reads_variance`), else the first ``channels`` (ε) of a 2C-channel output, whose variance half
+    only DDPM's step knows how to use. A view: no copy, the same bits."""
+    if not reads_variance and model_output.shape[1] == 2 * channels:
+        return model_output[:, :channels]
+    return model_output
 
 
 # ---------------------------------------------------------------------------------------- what ships

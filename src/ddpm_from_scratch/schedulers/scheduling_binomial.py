@@ -234,7 +234,11 @@ class BinomialDiffusionScheduler(SchedulerMixin, ConfigMixin):
         """
         if self.config.prediction_type == "reverse_probability":
             return torch.sigmoid(model_output.double())
-        return self.posterior_probability(torch.sigmoid(model_output.double()), sample, timesteps, prev_timesteps)
+        return self.posterior_probability(self.predict_start(model_output), sample, timesteps, prev_timesteps)
+
+    def predict_start(self, model_output: torch.Tensor) -> torch.Tensor:
+        """x̂_0 = P(x_0 = 1 | x_t) = σ(output), float64, for ``prediction_type="sample"``."""
+        return torch.sigmoid(model_output.double())
 
     # ------------------------------------------------------------------ forward and reverse draws
 
@@ -269,7 +273,7 @@ class BinomialDiffusionScheduler(SchedulerMixin, ConfigMixin):
         uniform = torch.rand(sample.shape, generator=generator, dtype=torch.float64,
                              device=generator.device if generator is not None else "cpu").to(sample.device)
         prev_sample = (uniform < probability).to(sample.dtype)
-        x0 = torch.sigmoid(model_output.double()) if self.config.prediction_type == "sample" else None
+        x0 = self.predict_start(model_output) if self.config.prediction_type == "sample" else None
         if not return_dict:
             return (prev_sample,)
         return BinomialDiffusionSchedulerOutput(prev_sample=prev_sample, reverse_probability=probability,

@@ -31,6 +31,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+# The variance types whose σ_t² comes from the network's extra C output channels.
+LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
@@ -176,6 +178,31 @@ def learned_range_log_variance(
     """
     frac = (predicted_variance + 1) / 2
     return frac * max_log + (1 - frac) * min_log
+
+
+def start_from_prediction(
+    prediction_type: str,
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    sqrt_alpha_cumprod: float | torch.Tensor,
+    sqrt_one_minus_alpha_cumprod: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""x̂_0 from the model's output at x_t, by what the model predicts:
+
+        epsilon:       x̂_0 = (x_t − √(1 − ᾱ_t) ε_θ) / √ᾱ_t
+        sample:        x̂_0 = the output itself
+        v_prediction:  x̂_0 = √ᾱ_t x_t − √(1 − ᾱ_t) v_θ
+
+    The one place this is written: `DDPMFromScratchScheduler.step` passes its precomputed Python floats (in the
+    sample's precision, as diffusers computes), `predict_start` tensors of ᾱ in float64 on upcast inputs.
+    """
+    if prediction_type == "epsilon":
+        return (sample - sqrt_one_minus_alpha_cumprod * model_output) / sqrt_alpha_cumprod
+    if prediction_type == "sample":
+        return model_output
+    if prediction_type == "v_prediction":
+        return sqrt_alpha_cumprod * sample - sqrt_one_minus_alpha_cumprod * model_output
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
 def _as_index(timesteps: Timesteps, device: torch.device) -> torch.Tensor:
@@ -662,19 +689,23 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
 
     def predict_start_from_noise(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: Timesteps) -> torch.Tensor:
         """x_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t, the inverse of `add_noise` for a known ε."""
-        compute = _compute_dtype(sample.dtype)
-        sqrt_ac = self._coefficient("sqrt_alphas_cumprod", timesteps, like=sample)
-        sqrt_one_minus_ac = self._coefficient("sqrt_one_minus_alphas_cumprod", timesteps, like=sample)
-        return ((sample.to(compute) - sqrt_one_minus_ac * noise.to(compute)) / sqrt_ac).to(sample.dtype)
+        return self._start_from("epsilon", noise, sample, timesteps)
 
     def predict_start_from_velocity(
         self, sample: torch.Tensor, velocity: torch.Tensor, timesteps: Timesteps
     ) -> torch.Tensor:
         """x_0 = √ᾱ_t x_t − √(1 − ᾱ_t) v."""
+        return self._start_from("v_prediction", velocity, sample, timesteps)
+
+    def _start_from(self, prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor,
+                    timesteps: Timesteps) -> torch.Tensor:
+        """`start_from_prediction` with ᾱ_t's float64 tables, in float32 at least, rounded once to the sample's dtype."""
         compute = _compute_dtype(sample.dtype)
         sqrt_ac = self._coefficient("sqrt_alphas_cumprod", timesteps, like=sample)
         sqrt_one_minus_ac = self._coefficient("sqrt_one_minus_alphas_cumprod", timesteps, like=sample)
-        return (sqrt_ac * sample.to(compute) - sqrt_one_minus_ac * velocity.to(compute)).to(sample.dtype)
+        x0 = start_from_prediction(prediction_type, model_output.to(compute), sample.to(compute), sqrt_ac,
+                                   sqrt_one_minus_ac)
+        return x0.to(sample.dtype)
 
     def predict_noise_from_start(
         self, sample: torch.Tensor, pred_original_sample: torch.Tensor, timesteps: Timesteps
@@ -687,20 +718,14 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
         return eps.to(sample.dtype)
 
     def predict_start(self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: Timesteps) -> torch.Tensor:
-        """x̂_0 from the model's output under ``config.prediction_type`` (no clipping).
+        """x̂_0 from the model's output under ``config.prediction_type`` (no clipping): `start_from_prediction`.
 
-        ``"epsilon"``: `predict_start_from_noise`; ``"sample"``: the output itself;
-        ``"v_prediction"``: `predict_start_from_velocity`. ``model_output`` has the sample's
-        channels (split off a learned variance first, see `split_model_output`).
+        ``model_output`` has the sample's channels (split off a learned variance first, see `split_model_output`);
+        an ``"sample"`` output is x̂_0 itself and is returned as it is, in its own precision.
         """
-        prediction_type = self.config.prediction_type
-        if prediction_type == "epsilon":
-            return self.predict_start_from_noise(sample, model_output, timesteps)
-        if prediction_type == "sample":
+        if self.config.prediction_type == "sample":
             return model_output
-        if prediction_type == "v_prediction":
-            return self.predict_start_from_velocity(sample, model_output, timesteps)
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        return self._start_from(self.config.prediction_type, model_output, sample, timesteps)
 
     def threshold_sample(self, sample: torch.Tensor) -> torch.Tensor:
         """Dynamic thresholding of x̂_0 (Saharia et al. 2022): per sample, s = clamp(quantile(|x̂_0|,
@@ -739,7 +764,7 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
         are the prediction and the last C the variance output; otherwise returns (model_output, None).
         """
         channels = sample.shape[1]
-        if self.config.variance_type in ("learned", "learned_range") and model_output.shape[1] == 2 * channels:
+        if self.config.variance_type in LEARNED_VARIANCE_TYPES and model_output.shape[1] == 2 * channels:
             prediction, predicted_variance = torch.split(model_output, channels, dim=1)
             return prediction, predicted_variance
         return model_output, None
@@ -958,13 +983,8 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
         prev, sqrt_ac, sqrt_one_minus_ac, coef_x0, coef_xt, std, min_log, max_log = row
         model_output, predicted_variance = self.split_model_output(model_output, sample)
 
-        prediction_type = self.config.prediction_type
-        if prediction_type == "epsilon":
-            pred_original_sample = (sample - sqrt_one_minus_ac * model_output) / sqrt_ac
-        elif prediction_type == "sample":
-            pred_original_sample = model_output
-        else:
-            pred_original_sample = sqrt_ac * sample - sqrt_one_minus_ac * model_output
+        pred_original_sample = start_from_prediction(self.config.prediction_type, model_output, sample, sqrt_ac,
+                                                     sqrt_one_minus_ac)
         pred_original_sample = self._clip(pred_original_sample, None)
 
         prev_sample = coef_x0 * pred_original_sample + coef_xt * sample

@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ..pipelines.pipeline_utils import output_for_scheduler, scheduler_reads_variance, step_kwargs  # noqa: E402
+
 
 def heartbeat_figure(data: torch.Tensor, samples: torch.Tensor, held_out: Sequence[tuple[int, float]],
                      paper_bits: float, optimum_bits: float, num_rows: int = 24) -> Figure:
@@ -58,11 +60,14 @@ def reverse_points(pipeline, num_points: int, timesteps: Sequence[int], generato
     sample = randn_tensor((num_points, pipeline.unet.config.in_features), generator=generator,
                           dtype=pipeline.unet.dtype) * scheduler.init_noise_sigma
     kept = {}
+    dims, reads_variance = sample.shape[1], scheduler_reads_variance(scheduler)
+    extra_step_kwargs = step_kwargs(scheduler, generator)
     for t in scheduler.timesteps:
         if int(t) in timesteps:
             kept[int(t)] = sample.clone()
-        output = pipeline.unet(sample, t).sample
-        sample = scheduler.step(output, t, sample, generator=generator).prev_sample
+        output = pipeline.unet(scheduler.scale_model_input(sample, t), t).sample
+        output = output_for_scheduler(output, dims, reads_variance)
+        sample = scheduler.step(output, t, sample, **extra_step_kwargs).prev_sample
     kept[-1] = sample
     return kept
 

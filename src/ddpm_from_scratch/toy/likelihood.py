@@ -4,8 +4,8 @@ Sohl-Dickstein et al. (2015) report K, a lower bound on log2 p(x_0); this module
 the same sum of terms as everywhere else in the package (a prior term, one KL per step, the decoder):
 
 * binary sequences: `BinomialDiffusionScheduler`'s Bernoulli terms (`prior_kl`, `vb_term`);
-* real-valued points: `likelihood.vb_terms_bits_per_dim` and `likelihood.prior_kl` with the
-  continuous Gaussian decoder (`likelihood.continuous_decoder_nll`).
+* real-valued points: `likelihood.variational_bound`, the images' chain loop, with the continuous Gaussian
+  decoder (`likelihood.continuous_decoder_nll`).
 
 Each term t is estimated with one draw x_t ~ q(x_t | x_0) per sample, through `generator`.
 """
@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ..likelihood import prior_bits_per_dim, vb_terms_bits_per_dim
+from ..likelihood import variational_bound
 from ..schedulers.scheduling_binomial import check_binary
 
 
@@ -39,20 +39,13 @@ def binomial_vlb_loss_bits(model_output: torch.Tensor, scheduler, noisy: torch.T
     return scheduler.config.num_train_timesteps * terms / math.log(2.0)
 
 
-@torch.no_grad()
 def point_negative_bound_bits(model, scheduler, points: torch.Tensor,
                               generator: torch.Generator | None = None) -> torch.Tensor:
     """L = −K of each real-valued point under a Gaussian chain, in bits per point, ``(B,)`` float64.
 
-    x̂_0 is not clipped (points are not confined to [−1, 1]) and L_0 is the Gaussian density of x_0.
+    The images' bound (`likelihood.variational_bound`, the same chain loop) with x̂_0 unclipped (points are not
+    confined to [−1, 1]) and L_0 the Gaussian density of x_0, times the point's dimensions.
     """
-    dims = points[0].numel()
-    total = prior_bits_per_dim(scheduler, points) * dims
-    for t in range(scheduler.config.num_train_timesteps):
-        noise = torch.randn(points.shape, generator=generator).to(points.device)
-        timesteps = torch.full((len(points),), t, dtype=torch.long, device=points.device)
-        noisy = scheduler.add_noise(points, noise, timesteps)
-        output = model(noisy, timesteps).sample
-        total = total + dims * vb_terms_bits_per_dim(scheduler, output, noisy, points, timesteps,
-                                                     clip_denoised=False, decoder="continuous")
-    return total
+    bound = variational_bound(model, scheduler, points, generator, clip_denoised=False, batch_timesteps=1,
+                              progress=False, decoder="continuous")
+    return bound.bits_per_dim * points[0].numel()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .losses import DEFAULT_VLB_WEIGHT, training_losses
-from ..pipelines.pipeline_utils import LEARNED_VARIANCE_TYPES
+from ..schedulers.scheduling_ddpm import LEARNED_VARIANCE_TYPES
 from .timestep_sampling import UniformSampler
 
 
