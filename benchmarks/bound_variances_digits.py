@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
+
+from harness import resumable_results
 
 STEPS = (10, 25, 50, 100, 1000)
 FID_STEPS = (10, 25, 50)
@@ -83,11 +81,12 @@ class CachedNetwork(torch.nn.Module):
 
 def schedulers(pipe, analytic: dict) -> dict:
     from ddpm_from_scratch import DDPMFromScratchScheduler
+    from ddpm_from_scratch.schedulers.scheduling_ddpm import LEARNED_VARIANCE_TYPES
 
     config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
     found = {name: DDPMFromScratchScheduler.from_config({**config, "variance_type": name})
              for name in ("fixed_small", "fixed_large")}
-    if pipe.scheduler.config.variance_type in ("learned", "learned_range"):
+    if pipe.scheduler.config.variance_type in LEARNED_VARIANCE_TYPES:
         found["learned"] = pipe.scheduler
     for estimator, name in (("norm", "analytic_norm"), ("error", "analytic")):
         found[name] = found[f"{name}_optimal"] = analytic[estimator]
@@ -213,15 +212,7 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    json_path = Path(args.json)
-    results = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
-    results["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-                          "python": sys.version.split()[0], "torch": torch.__version__}
-
-    def save():
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=2))
+    results, save = resumable_results(args.json, {"runs": {}})
 
     for run in args.runs:
         name, folder = run.split("=", 1)

@@ -25,6 +25,8 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from ddpm_from_scratch import DDPMFromScratchPipeline
 from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
+import side_by_side_digits as side_by_side
+from harness import save_results, script_machine_info
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,7 +48,6 @@ def main(argv=None) -> dict:
     p.add_argument("--output_dir", default="/tmp/diffusers-digits")
     p.add_argument("--json", default=str(Path(__file__).with_suffix(".json")))
     args = p.parse_args(argv)
-    side_by_side = _module(HERE / "side_by_side_digits.py", "side_by_side_digits")
     convert = _module(HERE.parent / "scripts" / "convert_from_diffusers.py", "convert_from_diffusers").convert
 
     torch.manual_seed(args.seed)
@@ -75,9 +76,10 @@ def main(argv=None) -> dict:
     difference = (rows["diffusers"].pop("per_image") - rows["converted"].pop("per_image")).abs()
     report = {"config": vars(args), "train_seconds": side.seconds, "rows": rows,
               "max_abs_difference_per_image": difference.max().item(),
-              "mean_abs_difference": abs(rows["diffusers"]["bits_per_dim"] - rows["converted"]["bits_per_dim"])}
+              "mean_abs_difference": abs(rows["diffusers"]["bits_per_dim"] - rows["converted"]["bits_per_dim"]),
+              "machine": script_machine_info()}
     print(json.dumps(report, indent=2))
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    save_results(args.json, report)
     return report
 
 

@@ -21,13 +21,12 @@ Results go to ``--json`` after every row (a long run keeps what it has) and a Ma
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness import resumable_results
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -129,14 +128,7 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    json_path = Path(args.json)
-    results = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
-    results["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": len(os.sched_getaffinity(0))}
-
-    def save():
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=2))
+    results, save = resumable_results(args.json, {"runs": {}})
 
     variants = args.variants.split(",")
     if args.phase in ("train", "all"):

@@ -13,8 +13,6 @@ each side's own pipeline (ours; diffusers' DDPMPipeline with DDPMScheduler).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
 from ddpm_from_scratch.evaluation.evaluate import bound_summary
 from ddpm_from_scratch.likelihood import variational_bound
 from ddpm_from_scratch.evaluation.metrics import digit_sample_quality
+from harness import save_results, script_machine_info
 
 
 class Side:
@@ -135,9 +134,10 @@ def main(argv=None) -> dict:
         evaluate(ours, DDPMFromScratchPipeline(unet=ours.ema_unet(), scheduler=ours.scheduler), args),
         evaluate(theirs, DDPMPipeline(unet=theirs.ema_unet(), scheduler=theirs.scheduler), args),
     ]
+    machine = script_machine_info()
     header = (f"digits preset, {args.steps} steps × batch {args.batch_size}, seed {args.seed}; "
               f"{args.samples} samples ({args.sampling_steps} DDPM steps), bound on {args.bound_images} held-out digits; "
-              f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+              f"{machine['cpu']}, torch {machine['torch']}, "
               f"{time.strftime('%Y-%m-%d')}")
     lines = [header, "", "| | bits/dim | classifier FID | KID | train time | sampling time |", "|---|---|---|---|---|---|"]
     for row in rows:
@@ -145,8 +145,8 @@ def main(argv=None) -> dict:
                      f"{row['classifier_fid']:.3f} | {row['kid_mean']:.4f} ± {row['kid_std']:.4f} | "
                      f"{row['train_seconds']:.0f} s | {row['sampling_seconds']:.0f} s |")
     print("\n".join(lines))
-    report = {"config": vars(args), "rows": rows, "table": "\n".join(lines)}
-    Path(args.json).write_text(json.dumps(report, indent=2))
+    report = {"config": vars(args), "rows": rows, "table": "\n".join(lines), "machine": machine}
+    save_results(args.json, report)
     return report
 
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "run.py"
 SIDES = ("ours", "theirs")
 
 
@@ -86,12 +87,11 @@ def test_quick_benchmark_runs_the_opt_in_sampling_paths(tmp_path):
     assert "ours compiled (theirs eager)" in results["table"]
 
 
-def test_bound_variances_benchmark_writes_every_row(tmp_path, tiny_pipeline_dir):
+def test_bound_variances_benchmark_writes_every_row(tmp_path, tiny_pipeline_dir, monkeypatch):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bound_variances_digits",
-                                                  Path(__file__).resolve().parents[1] / "benchmarks" /
-                                                  "bound_variances_digits.py")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # its sibling imports, as running it as a script provides
+    spec = importlib.util.spec_from_file_location("bound_variances_digits", BENCHMARKS / "bound_variances_digits.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     output = tmp_path / "bounds.json"
