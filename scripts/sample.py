@@ -15,14 +15,20 @@ import torch
 
 from ddpm_from_scratch.sampling.fast import MIXED_PRECISION, compile_for_sampling, sampling_autocast
 from ddpm_from_scratch.figures.grid import DEFAULT_GRID_WIDTH, image_grid
-from ddpm_from_scratch.hub.loading import load_pipeline_or_exit
+from ddpm_from_scratch.hub.loading import exit_with_usage_error, load_pipeline_or_exit
 from ddpm_from_scratch.sampling.samplers import SAMPLER_HELP, default_num_inference_steps, generate, sampler_argument
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("pipeline", help="A pipeline folder or Hub id.")
-    p.add_argument("--num_images", type=int, default=64)
+    p.add_argument("--num_images", type=int, default=None,
+                   help="Default: one per --class_labels label, else 64.")
+    p.add_argument("--class_labels", nargs="+", metavar="LABEL",
+                   help="A class-conditional model's classes, by index or by name (its model_index.json's id2label): "
+                        "one label for every image, or one per image.")
+    p.add_argument("--guidance_scale", type=float, default=1.0,
+                   help="Classifier-free guidance s: ε(x, ∅) + s·(ε(x, c) − ε(x, ∅)); 1 is the conditional model.")
     p.add_argument("--scheduler", type=sampler_argument, default="ddpm", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument("--num_inference_steps", type=int, default=None,
                    help="Default: 1000 for ddpm and DDPMScheduler, 25 for dpm-solver and the multistep solvers "
@@ -47,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Run the U-Net under bf16/fp16 autocast (1.35-1.8× on a CPU with AVX512-BF16); "
                         "images within a few 8-bit levels of float32's.")
     args = p.parse_args(argv)
+    if not args.guidance_scale >= 0:
+        p.error(f"--guidance_scale must be a number ≥ 0, got {args.guidance_scale}")
     for name in ("num_images", "num_inference_steps", "batch_size", "grid_scale"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -54,11 +62,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def class_labels_or_exit(pipe, args: argparse.Namespace) -> tuple[list[int] | None, int]:
+    """The class of each image and the number of images, or a one-line error naming the flag and the value."""
+    conditional = getattr(pipe, "num_classes", None) is not None
+    if not conditional and (args.class_labels or args.guidance_scale != 1.0):
+        flag = "--class_labels" if args.class_labels else f"--guidance_scale {args.guidance_scale}"
+        exit_with_usage_error(f"{flag}: {args.pipeline} is not a class-conditional model")
+    if not args.class_labels:
+        return None, args.num_images or 64
+    try:
+        ids = pipe.get_label_ids([int(x) if x.lstrip("-").isdigit() else x for x in args.class_labels])
+    except ValueError as error:
+        exit_with_usage_error(f"--class_labels {' '.join(args.class_labels)}: {error}")
+    num_images = args.num_images or len(ids)
+    if len(ids) == 1:
+        ids = ids * num_images
+    if len(ids) != num_images:
+        exit_with_usage_error(f"--class_labels gives {len(ids)} labels for --num_images {num_images}: give one "
+                              "label, or one per image")
+    return ids, num_images
+
+
 def main(argv=None) -> list:
     args = parse_args(argv)
     steps = args.num_inference_steps or default_num_inference_steps(args.scheduler)
 
     pipe = load_pipeline_or_exit(args.pipeline).to(args.device)
+    labels, num_images = class_labels_or_exit(pipe, args)
     if args.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if args.compile:  # last: the compiled U-Net keeps the weights, device and layout it sees now
@@ -66,7 +96,8 @@ def main(argv=None) -> list:
 
     # One generator per image: image i is the same whatever --batch_size is.
     with sampling_autocast(args.device, args.mixed_precision):
-        samples = generate(pipe, args.num_images, args.scheduler, steps, args.seed, args.batch_size)
+        samples = generate(pipe, num_images, args.scheduler, steps, args.seed, args.batch_size, labels,
+                           args.guidance_scale)
     images = pipe.numpy_to_pil(samples.permute(0, 2, 3, 1).float().numpy())
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from ddpm_from_scratch.data.images import (
     random_horizontal_flip,
     with_image_transform,
 )
+from ddpm_from_scratch.data.labels import class_names, with_image_and_label_transform
 from ddpm_from_scratch.evaluation.evaluate import evaluate_folder
 from ddpm_from_scratch.figures.grid import image_grid
 from ddpm_from_scratch.hub.upload import HubUploadError, push_pipeline_folder
@@ -80,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--center_crop", action="store_true", help="Resize the shorter side, then crop the centre.")
     data.add_argument("--random_flip", action="store_true", help="Flip images left-right with probability 1/2.")
     data.add_argument("--dataloader_num_workers", type=int, default=0)
+    data.add_argument("--label_column", default="label",
+                      help="With --class_conditional: the integer (or ClassLabel) column of class labels; the digits "
+                           "and an image folder's class sub-folders have 'label'.")
 
     model = p.add_argument_group("model")
     model.add_argument("--model_config", default="digits",
@@ -107,6 +111,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="Append sin(2^N π x_t), cos(2^N π x_t) to the network's input for each N (VDM's Fourier "
                             "features; 4 resolves the digits' 17 levels, 7 8 the 8-bit grid). Such a network has no "
                             "UNet2DModel equivalent.")
+    model.add_argument("--class_conditional", action="store_true",
+                       help="Train ε(x_t, t, c) on the data's labels (--label_column), with a null label for "
+                            "classifier-free guidance: sample with pipe(class_labels=..., guidance_scale=...).")
+    model.add_argument("--class_dropout_prob", type=float, default=0.1,
+                       help="With --class_conditional: p_uncond, the probability a label is replaced by the null "
+                            "label (Ho & Salimans: 0.1–0.2 best).")
     model.add_argument("--prediction_type", default="epsilon")
     model.add_argument("--loss", choices=LOSS_TYPES, default="hybrid",
                        help="hybrid: L_simple + λ·L_vlb, the network also learns its variance (2×channels output, "
@@ -221,6 +231,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.log_snr_min is not None and not args.log_snr_max > args.log_snr_min:
         raise SystemExit(f"error: --log_snr_max must exceed --log_snr_min, got {args.log_snr_max} and "
                          f"{args.log_snr_min}.")
+    if not 0 <= args.class_dropout_prob < 1:
+        raise SystemExit(f"error: --class_dropout_prob must lie in [0, 1), got {args.class_dropout_prob}.")
     if args.learning_rate <= 0:
         raise SystemExit(f"error: --learning_rate must be positive, got {args.learning_rate}.")
     source = args.pretrained_model_name_or_path
@@ -232,13 +244,20 @@ def check_args(args: argparse.Namespace) -> None:
         args.max_train_steps = 2000
 
 
-def build_unet(args: argparse.Namespace) -> DDPMFromScratchUNet:
+def build_unet(args: argparse.Namespace, num_classes: int | None = None) -> DDPMFromScratchUNet:
     """The network to train: pretrained weights as they are, or a fresh preset/config (widened to 2×C outputs
-    for a loss that learns the variance)."""
+    for a loss that learns the variance; with ``num_classes``, a class embedding of the classes and ∅)."""
     if args.pretrained_model_name_or_path:
         source = Path(args.pretrained_model_name_or_path)
         subfolder = "unet" if (source / "unet").is_dir() or not source.exists() else None
-        return DDPMFromScratchUNet.from_pretrained(args.pretrained_model_name_or_path, subfolder=subfolder)
+        unet = DDPMFromScratchUNet.from_pretrained(args.pretrained_model_name_or_path, subfolder=subfolder)
+        rows = unet.config.get("num_class_embeds")
+        wanted = None if num_classes is None else num_classes + 1
+        if rows != wanted:
+            needs = "no class embedding" if wanted is None else f"{num_classes} classes and the null label"
+            raise ValueError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} has "
+                             f"num_class_embeds={rows}, but this run needs {wanted} ({needs})")
+        return unet
     if args.model_config in PRESETS:
         config = dict(PRESETS[args.model_config])
     else:
@@ -252,6 +271,8 @@ def build_unet(args: argparse.Namespace) -> DDPMFromScratchUNet:
         config["fourier_feature_exponents"] = list(args.fourier_features)
     if variance_type_for_loss(args.loss) is not None:
         config["out_channels"] = 2 * config.get("in_channels", 3)
+    if num_classes is not None:
+        config["num_class_embeds"] = num_classes + 1
     return DDPMFromScratchUNet.from_config(config)
 
 
@@ -294,17 +315,24 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
 
 
 def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int, sampler: str = "ddpm",
-                grid_scale: int | None = None):
-    """A grid of samples with a fixed seed, so grids from different steps are comparable."""
+                grid_scale: int | None = None, num_classes: int | None = None):
+    """A grid of samples with a fixed seed, so grids from different steps are comparable; for a class-conditional
+    model one row per class (at guidance scale 1), ``num_images // num_classes`` images each."""
     pipeline = DDPMFromScratchPipeline(unet=unet, scheduler=scheduler_for(sampler, noise_scheduler.config))
     pipeline.set_progress_bar_config(disable=True)
+    labels, rows = None, None
+    if num_classes is not None:
+        per_class = max(1, num_images // num_classes)
+        labels, rows, num_images = [c for c in range(num_classes) for _ in range(per_class)], num_classes, \
+            per_class * num_classes
     images = pipeline(
         batch_size=num_images,
         generator=torch.Generator(device="cpu").manual_seed(GRID_SEED),
         num_inference_steps=num_inference_steps,
         output_type="np",
+        class_labels=labels,
     ).images
-    return image_grid(pipeline.numpy_to_pil(images), scale=grid_scale), images
+    return image_grid(pipeline.numpy_to_pil(images), scale=grid_scale, rows=rows), images
 
 
 def training_config(args: argparse.Namespace) -> TrainingConfig:
@@ -315,13 +343,11 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(**{**settings, "output_dir": Path(args.output_dir)})
 
 
-def build_dataset(args: argparse.Namespace, unet: DDPMFromScratchUNet, resolution: int):
-    """The training images as the loop's ``{"input": (C, H, W) in [−1, 1]}``."""
-    dataset = load_image_dataset(
-        dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
-        image_column=args.image_column, cache_dir=args.cache_dir,
-    )
+def as_training_batches(args: argparse.Namespace, dataset, unet: DDPMFromScratchUNet, resolution: int):
+    """The training images as the loop's ``{"input": (C, H, W) in [−1, 1]}`` (and ``"class_labels"``)."""
     transform = build_transform(resolution, unet.config.in_channels, center_crop=args.center_crop)
+    if args.class_conditional:
+        return with_image_and_label_transform(dataset, transform, args.image_column, args.label_column)
     return with_image_transform(dataset, transform, args.image_column)
 
 
@@ -331,14 +357,17 @@ def main(argv=None) -> dict:
     output_dir = Path(args.output_dir)
 
     # Everything that can be refused is checked before the accelerator starts.
+    dataset = load_image_dataset(dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
+                                 image_column=args.image_column, cache_dir=args.cache_dir)
+    names = class_names(dataset, args.label_column) if args.class_conditional else None
     torch.manual_seed(args.seed)  # the initial weights: every rank builds the same model from --seed
-    unet = build_unet(args)
+    unet = build_unet(args, None if names is None else len(names))
     noise_scheduler = build_noise_scheduler(args)
     check_model_for_loss(unet, noise_scheduler, args.loss)
     timestep_sampler = create_timestep_sampler(args.timestep_sampler, noise_scheduler.config.num_train_timesteps)
     resolution = args.resolution or unet.config.sample_size
     check_resolution(resolution, len(unet.config.channel_multipliers) - 1)
-    dataset = build_dataset(args, unet, resolution)
+    dataset = as_training_batches(args, dataset, unet, resolution)
     config = training_config(args)
 
     accelerator = build_accelerator(config, args.mixed_precision, None if args.logger == "none" else args.logger,
@@ -358,19 +387,21 @@ def main(argv=None) -> dict:
 
     def save_grid(step: int, model) -> None:
         grid, images = sample_grid(model, noise_scheduler, args.num_grid_images, args.num_inference_steps,
-                                   args.sampler, args.grid_scale)
+                                   args.sampler, args.grid_scale, None if names is None else len(names))
         grid.save(output_dir / "samples" / f"step-{step}.png")
         if args.logger == "tensorboard":
             accelerator.get_tracker("tensorboard", unwrap=True).add_images("samples", images, step,
                                                                            dataformats="NHWC")
 
+    loss_fn = denoising_loss(noise_scheduler, args.loss, args.vlb_weight, args.class_dropout_prob,
+                             unet.null_class_label)
     result = train_loop(
-        unet, denoising_loss(noise_scheduler, args.loss, args.vlb_weight), dataset, config, accelerator,
+        unet, loss_fn, dataset, config, accelerator,
         timestep_sampler, augment=random_horizontal_flip if args.random_flip else None,
         hooks=(Hook(args.save_images_steps, save_grid),),
     )
     if accelerator.is_main_process:
-        write_run_outputs(args, accelerator, result, noise_scheduler, resolution, time.time() - started)
+        write_run_outputs(args, accelerator, result, noise_scheduler, resolution, time.time() - started, names)
     accelerator.end_training()
     return {
         "process_index": accelerator.process_index,
@@ -390,11 +421,12 @@ def tracker_hyperparameters(args: argparse.Namespace) -> dict:
 
 
 def write_run_outputs(args: argparse.Namespace, accelerator, result: TrainingResult, noise_scheduler,
-                      resolution: int, wall: float) -> None:
+                      resolution: int, wall: float, names: list[str] | None = None) -> None:
     """The run's pipeline, model card, evaluation and Hub upload (main process)."""
     output_dir = Path(args.output_dir)
     final_unet = result.model
-    DDPMFromScratchPipeline(unet=final_unet, scheduler=noise_scheduler).save_pretrained(output_dir)
+    id2label = None if names is None else dict(enumerate(names))
+    DDPMFromScratchPipeline(unet=final_unet, scheduler=noise_scheduler, id2label=id2label).save_pretrained(output_dir)
     grid_path = output_dir / "samples" / f"step-{result.global_step}.png"
     facts = {
         "dataset": args.dataset_name or args.train_data_dir or "UCI digits (scikit-learn), training split",
@@ -417,6 +449,9 @@ def write_run_outputs(args: argparse.Namespace, accelerator, result: TrainingRes
         "variance": VARIANCE_DESCRIPTIONS.get(noise_scheduler.config.variance_type,
                                               noise_scheduler.config.variance_type),
         "timestep_sampler": args.timestep_sampler,
+        "classes": "none (unconditional)" if names is None else (
+            f"{len(names)}, with classifier-free guidance (null label dropped in with p = {args.class_dropout_prob}):"
+            f" {', '.join(f'{i} = {name}' for i, name in enumerate(names))}"),
         "repo_id": args.hub_model_id or output_dir.name,
     }
     (output_dir / "README.md").write_text(render_model_card(MODEL_CARD_TEMPLATE.read_text(), facts))

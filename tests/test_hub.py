@@ -59,7 +59,7 @@ def training_output(folder: Path, pipe: DDPMFromScratchPipeline, repo_id: str = 
     facts = {name: "unknown" for name in ("dataset", "model_config", "num_parameters", "resolution", "channels",
                                           "train_steps", "batch_size", "learning_rate", "mixed_precision", "ema",
                                           "wall_time", "final_loss", "num_train_timesteps", "beta_schedule",
-                                          "predicts", "loss", "variance", "timestep_sampler")}
+                                          "predicts", "loss", "variance", "timestep_sampler", "classes")}
     facts.update(repo_id=repo_id, sample_grid="samples/step-20.png")
     (folder / "README.md").write_text(render_model_card(TEMPLATE.read_text(), facts))
     (folder / "samples").mkdir()

@@ -477,12 +477,16 @@ def _draw_noise(shape: torch.Size, generator: torch.Generator | None, dtype: tor
     return torch.randn(shape, generator=generator, dtype=dtype, device=draw_device).to(device)
 
 
-def _call_model(unet: Any, sample: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def _call_model(unet: Any, sample: torch.Tensor, timesteps: torch.Tensor,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
     # The network runs in its own dtype (a half-precision U-Net gets half-precision inputs, as in the
     # pipeline); the bound is computed in the sample's.
     model_dtype = getattr(unet, "dtype", None)
     model_input = sample.to(model_dtype) if isinstance(model_dtype, torch.dtype) else sample
-    output = unet(model_input, timesteps)
+    if class_labels is None:
+        output = unet(model_input, timesteps)
+    else:
+        output = unet(model_input, timesteps, class_labels=class_labels)
     if hasattr(output, "sample"):
         output = output.sample
     elif isinstance(output, (tuple, list)):
@@ -503,6 +507,7 @@ def variational_bound(
     num_inference_steps: int | None = None,
     timesteps: Any = None,
     decoder: str = "discretized",
+    class_labels: torch.Tensor | None = None,
 ) -> VariationalBoundOutput:
     """Every term of the variational bound of ``images`` under a DDPM, in bits per dimension.
 
@@ -542,6 +547,8 @@ def variational_bound(
         decoder: ``"discretized"`` (8-bit images, the default) or ``"continuous"``: real-valued samples of any
             shape ``(B, …)`` (the toy problems' points), L_0 their Gaussian density (`continuous_decoder_nll`);
             pass ``clip_denoised=False`` for data not confined to [−1, 1].
+        class_labels: ``(B,)`` each image's class, for a class-conditional network: the bound of p_θ(x_0 | c).
+            None: the network as it is (a conditional one then reads the null label: p_θ(x_0 | ∅)).
 
     Returns:
         [`VariationalBoundOutput`] with ``bits_per_dim``, ``prior_bits_per_dim``,
@@ -558,6 +565,10 @@ def variational_bound(
     chain = bound_timesteps(scheduler, num_inference_steps, timesteps)
     training_chain = num_inference_steps is None and timesteps is None
     num_images, device = x0.shape[0], x0.device
+    if class_labels is not None:
+        class_labels = torch.as_tensor(class_labels, device=device).reshape(-1).long()
+        if class_labels.numel() != num_images:
+            raise ValueError(f"class_labels has {class_labels.numel()} labels for {num_images} images")
     if batch_timesteps is None:
         batch_timesteps = max(1, max_batch_size // num_images)
     if isinstance(batch_timesteps, bool) or not isinstance(batch_timesteps, int) or batch_timesteps < 1:
@@ -576,8 +587,10 @@ def variational_bound(
             noise = torch.cat([_draw_noise(x0.shape, generator, x0.dtype, device) for _ in chunk])
             original = x0.repeat(len(chunk), *[1] * (x0.dim() - 1))
             sample = scheduler.add_noise(original, noise, timesteps_)
+            labels = None if class_labels is None else class_labels.repeat(len(chunk))
             # A learned-variance network under a fixed-variance scheduler is read as the pipelines read it.
-            model_output = output_for_scheduler(_call_model(unet, sample, timesteps_), x0.shape[1], reads_variance)
+            model_output = output_for_scheduler(_call_model(unet, sample, timesteps_, labels), x0.shape[1],
+                                                reads_variance)
             prev = None
             if not training_chain:
                 prev = torch.tensor([previous[t] for t in chunk], dtype=torch.long, device=device)

@@ -374,6 +374,10 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         fourier_feature_exponents: n of the features sin(2^n π x_t), cos(2^n π x_t) appended to x_t before the
             first convolution (VDM; see :func:`fourier_features`). Empty (the default, and DDPM): x_t alone, the
             layout ``UNet2DModel`` has; a network with features has no ``UNet2DModel`` equivalent.
+        num_class_embeds: rows of a class embedding added to the timestep embedding (``UNet2DModel``'s option
+            of the same name): ε_θ(x_t, t, c). The last row is the null label ∅ of classifier-free guidance
+            (Ho & Salimans 2021), so the model knows ``num_class_embeds − 1`` classes, and ``class_labels=None``
+            means ∅. None (the default): unconditional.
     """
 
     _supports_gradient_checkpointing = True
@@ -399,8 +403,13 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
         freq_shift: float = 1.0,
         downsample_padding: int = 0,
         fourier_feature_exponents: Sequence[int] = (),
+        num_class_embeds: Optional[int] = None,
     ):
         super().__init__()
+        if num_class_embeds is not None and (isinstance(num_class_embeds, bool) or not isinstance(num_class_embeds, int)
+                                             or num_class_embeds < 2):
+            raise ValueError(f"num_class_embeds must be an integer ≥ 2 (the classes and the null label), "
+                             f"got {num_class_embeds!r}")
         # JSON turns tuples into lists; keep the config the same whichever way it came.
         channel_multipliers = tuple(int(m) for m in channel_multipliers)
         attention_levels = tuple(sorted(int(i) for i in attention_levels))
@@ -433,6 +442,7 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             return width // attention_head_dim
 
         self.time_embedding = TimestepEmbedding(base_channels, temb_channels, flip_sin_to_cos, freq_shift)
+        self.class_embedding = None if num_class_embeds is None else nn.Embedding(num_class_embeds, temb_channels)
         self.conv_in = nn.Conv2d(
             in_channels * (1 + 2 * len(fourier_feature_exponents)), base_channels, kernel_size=3, padding=1)
 
@@ -520,13 +530,36 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             return self._gradient_checkpointing_func(block, *args)
         return block(*args)
 
+    @property
+    def null_class_label(self) -> Optional[int]:
+        """The index of the null label ∅ (the last row of the class embedding); None when unconditional."""
+        return None if self.config.get("num_class_embeds") is None else self.config.num_class_embeds - 1
+
+    def _class_labels(self, class_labels: Optional[torch.Tensor], batch_size: int,
+                      device: torch.device) -> torch.Tensor:
+        if class_labels is None:
+            return torch.full((batch_size,), self.null_class_label, dtype=torch.long, device=device)
+        labels = torch.as_tensor(class_labels, device=device)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"class_labels must be integers, got dtype {labels.dtype}")
+        labels = labels.reshape(-1).long()
+        if labels.numel() == 1 and batch_size > 1:
+            labels = labels.expand(batch_size)
+        if labels.numel() != batch_size:
+            raise ValueError(f"class_labels has {labels.numel()} labels for a batch of {batch_size}")
+        if bool(((labels < 0) | (labels >= self.config.num_class_embeds)).any()):
+            bad = labels[(labels < 0) | (labels >= self.config.num_class_embeds)][0].item()
+            raise ValueError(f"class label {bad} is outside [0, num_class_embeds={self.config.num_class_embeds})")
+        return labels
+
     def forward(
         self,
         sample: torch.Tensor,
         timestep: Union[torch.Tensor, float, int],
+        class_labels: Optional[torch.Tensor] = None,
         return_dict: bool = True,
     ) -> Union[DDPMFromScratchUNetOutput, Tuple[torch.Tensor]]:
-        """Predict the noise ε in ``sample`` = x_t.
+        """Predict the noise ε in ``sample`` = x_t (given the class c, for a class-conditional network).
 
         Args:
             sample: ``(B, in_channels, H, W)`` noisy images x_t.
@@ -534,14 +567,22 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
                 0-based indexing; a single value is shared by the batch). Fractional
                 values are used as they are (``UNet2DModel`` truncates a Python float to
                 an integer; a float tensor it keeps).
+            class_labels: ``(B,)`` integer classes in [0, num_class_embeds), the last being the null label ∅
+                (`null_class_label`); None on a conditional network means ∅ for the whole batch.
             return_dict: return a :class:`DDPMFromScratchUNetOutput` (else a 1-tuple).
 
         Returns:
             ε_θ(x_t, t), shaped ``(B, out_channels, H, W)`` (followed by v when :attr:`learns_variance`).
         """
         t = self._timesteps(timestep, sample.shape[0], sample.device)
+        temb = self.time_embedding(t, dtype=self.conv_in.weight.dtype)
+        if self.class_embedding is not None:
+            # As UNet2DModel adds it: to the timestep embedding, before the non-linearity.
+            temb = temb + self.class_embedding(self._class_labels(class_labels, sample.shape[0], sample.device))
+        elif class_labels is not None:
+            raise ValueError("class_labels given to an unconditional network (num_class_embeds is None)")
         # SiLU of the embedding once here, rather than once in every residual block.
-        temb = F.silu(self.time_embedding(t, dtype=self.conv_in.weight.dtype))
+        temb = F.silu(temb)
 
         # Encoder: keep every activation for the skip connections.
         h = self.conv_in(fourier_features(sample, self.config.get("fourier_feature_exponents", ())))
@@ -587,6 +628,7 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             ("time_embedding.linear_1", "time_embedding.linear_1"),
             ("time_embedding.linear_2", "time_embedding.linear_2"),
             ("conv_in", "conv_in"),
+            *([("class_embedding", "class_embedding")] if self.class_embedding is not None else []),
             ("middle.res_block_1", "mid_block.resnets.0"),
             ("middle.attention", "mid_block.attentions.0"),
             ("middle.res_block_2", "mid_block.resnets.1"),
@@ -710,6 +752,7 @@ class DDPMFromScratchUNet(ModelMixin, ConfigMixin):
             norm_eps=cfg.norm_eps,
             resnet_time_scale_shift="default",
             add_attention=True,
+            num_class_embeds=cfg.get("num_class_embeds"),
         )
         unet.load_state_dict(self._to_diffusers_state_dict(), strict=True)
         unet.train(self.training)
@@ -754,8 +797,10 @@ def _config_from_unet2d(cfg: Dict[str, Any]) -> Dict[str, Any]:
     require("time_embedding_type", ["positional"], "the timestep embedding is sinusoidal")
     require("time_embedding_dim", [None, 4 * base], "the time embedding has 4 × base channels")
     require("center_input_sample", [False], "inputs are used as they are")
-    require("class_embed_type", [None], "the network is not class-conditional")
-    require("num_class_embeds", [None], "the network is not class-conditional")
+    require("class_embed_type", [None], "a class enters as a learned embedding (num_class_embeds)")
+    num_class_embeds = cfg.get("num_class_embeds")
+    if num_class_embeds is not None and (not isinstance(num_class_embeds, int) or num_class_embeds < 2):
+        refuse("num_class_embeds", num_class_embeds, "the classes and a null label need at least 2 rows")
     require("act_fn", ["silu", "swish"], "the non-linearity is SiLU")
     require("resnet_time_scale_shift", ["default"], "the timestep enters as an added bias")
     require("downsample_padding", [0, 1], "down-sampling pads right/bottom (0) or every side (1)")
@@ -812,4 +857,5 @@ def _config_from_unet2d(cfg: Dict[str, Any]) -> Dict[str, Any]:
         flip_sin_to_cos=bool(cfg.get("flip_sin_to_cos", False)),
         freq_shift=freq_shift,
         downsample_padding=cfg.get("downsample_padding", 0),
+        num_class_embeds=num_class_embeds,
     )

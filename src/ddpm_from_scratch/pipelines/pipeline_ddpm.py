@@ -39,27 +39,76 @@ from .pipeline_utils import (
     scheduler_reads_variance,
     step_kwargs,
 )
+from .guidance import check_guidance_scale, guided_model_output
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
 class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
     r"""
-    Unconditional image generation with a DDPM.
+    Image generation with a DDPM: unconditional, or class-conditional with classifier-free guidance.
 
     Args:
         unet ([`DDPMFromScratchUNet`] or any model with the same `forward(sample, timestep).sample` contract):
-            The noise predictor ε_θ(x_t, t). Its config gives the image shape (`in_channels`, `sample_size`).
+            The noise predictor ε_θ(x_t, t), or ε_θ(x_t, t, c) when its config has `num_class_embeds` (the last
+            class index being the null label ∅). Its config gives the image shape (`in_channels`, `sample_size`).
         scheduler ([`SchedulerMixin`]):
             The reverse process; [`DDPMFromScratchScheduler`] by default, or any diffusers scheduler built from
             its config (DDIM, DPM-Solver, Euler, UniPC, ...).
+        id2label (`dict[int, str]`, *optional*):
+            The names of a class-conditional model's classes, as diffusers' `DiTPipeline` takes them; saved in
+            model_index.json, and accepted as `class_labels` (see `get_label_ids`).
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: ModelMixin, scheduler: SchedulerMixin):
+    def __init__(self, unet: ModelMixin, scheduler: SchedulerMixin, id2label: dict | None = None):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        if id2label is not None:
+            # JSON keys are strings: the same mapping whether it came from Python or from model_index.json.
+            self.register_to_config(id2label={str(int(k)): str(v) for k, v in id2label.items()})
+
+    @property
+    def num_classes(self) -> int | None:
+        """The classes a class-conditional U-Net knows (its `num_class_embeds` less the null label); None if
+        unconditional."""
+        rows = self.unet.config.get("num_class_embeds")
+        return None if rows is None else rows - 1
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        names = self.config.get("id2label")
+        return None if names is None else {int(k): v for k, v in names.items()}
+
+    def get_label_ids(self, label) -> list[int]:
+        """Class indices for class names or indices (one, or a list), as `DiTPipeline.get_label_ids`.
+
+        Raises:
+            ValueError: for an unconditional model, an index outside [0, num_classes), or a name not in `id2label`.
+        """
+        if self.num_classes is None:
+            raise ValueError("`class_labels` given to an unconditional model (its U-Net has no num_class_embeds)")
+        names = self.id2label
+        if isinstance(label, (int, str)) or (isinstance(label, torch.Tensor) and label.dim() == 0):
+            label = [label]
+        ids = []
+        for item in list(label):
+            item = item.item() if isinstance(item, torch.Tensor) else item
+            if isinstance(item, str):
+                matches = [k for k, v in (names or {}).items() if v == item]
+                if not matches:
+                    known = ", ".join((names or {}).values()) or "none: this model has no id2label"
+                    raise ValueError(f"`class_labels`: {item!r} is not a class name of this model (known: {known})")
+                ids.append(matches[0])
+            elif isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+                raise ValueError(f"`class_labels`: {item!r} is neither a class index nor a class name")
+            elif not 0 <= int(item) < self.num_classes:
+                raise ValueError(f"`class_labels`: {int(item)} is outside [0, {self.num_classes}), the classes of "
+                                 "this model")
+            else:
+                ids.append(int(item))
+        return ids
 
     def _image_shape(self, batch_size: int) -> tuple[int, ...]:
         size = self.unet.config.sample_size
@@ -91,6 +140,8 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         timesteps: list[int] | None = None,
+        class_labels=None,
+        guidance_scale: float = 1.0,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generate images by running the reverse process from pure noise.
@@ -112,11 +163,21 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
             timesteps (`list[int]`, *optional*):
                 An explicit descending chain (e.g. Analytic-DPM's optimal trajectory) instead of
                 `num_inference_steps`, for schedulers whose `set_timesteps` takes `timesteps`.
+            class_labels (`int`, `str` or a list of `batch_size` of them, *optional*):
+                The class of each image, for a class-conditional U-Net: indices, or names from `id2label`. One
+                label is used for the whole batch; a list with the default `batch_size` sets it (one image per
+                label). None on a conditional model samples unconditionally (∅).
+            guidance_scale (`float`, defaults to 1.0):
+                s of classifier-free guidance, ε̃ = ε(x, ∅) + s·(ε(x, c) − ε(x, ∅)): 1 is the conditional model,
+                larger trades diversity for fidelity. Both branches run in one batched network call.
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
+        if isinstance(class_labels, (list, tuple)) and batch_size == 1:
+            batch_size = len(class_labels)  # `pipe(class_labels=[7, 7, 3])`: one image per label
         check_pipeline_inputs(batch_size, generator, output_type, OUTPUT_TYPES)
+        labels = self._class_labels_for(class_labels, batch_size, check_guidance_scale(guidance_scale))
         self._check_variance_channels()
         device = self._execution_device
 
@@ -137,7 +198,12 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         reads_variance = self._scheduler_reads_variance()
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(sample, t)
-            noise_pred = output_for_scheduler(self.unet(model_input, t).sample, channels, reads_variance)
+            if self.num_classes is None:
+                model_output = self.unet(model_input, t).sample
+            else:
+                model_output = guided_model_output(self.unet, model_input, t, labels, self.num_classes,
+                                                   guidance_scale)
+            noise_pred = output_for_scheduler(model_output, channels, reads_variance)
             sample = self.scheduler.step(noise_pred, t, sample, **extra_step_kwargs).prev_sample
 
         images = self.postprocess(sample, output_type)
@@ -146,6 +212,26 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def _class_labels_for(self, class_labels, batch_size: int, guidance_scale: float) -> torch.Tensor | None:
+        """The batch's class indices on the execution device, refusing labels the model cannot take (before
+        anything is drawn)."""
+        if self.num_classes is None:
+            if class_labels is not None:
+                raise ValueError("`class_labels` given to an unconditional model (its U-Net has no num_class_embeds)")
+            if guidance_scale != 1.0:
+                raise ValueError(f"`guidance_scale`={guidance_scale} needs a class-conditional model; this one is "
+                                 "unconditional")
+            return None
+        if class_labels is None:
+            return None
+        ids = self.get_label_ids(class_labels)
+        if len(ids) == 1:
+            ids = ids * batch_size
+        if len(ids) != batch_size:
+            raise ValueError(f"`class_labels` has {len(ids)} labels but `batch_size` is {batch_size}: give one "
+                             "label, or one per image.")
+        return torch.tensor(ids, dtype=torch.long, device=self._execution_device)
 
     def variational_bound(
         self, images: torch.Tensor, generator: torch.Generator | None = None, **kwargs
@@ -156,7 +242,8 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         `ddpm_from_scratch.likelihood.variational_bound` with this pipeline's U-Net and scheduler (which must
         be a DDPM scheduler: the bound is a property of the DDPM chain); other keyword arguments go through,
         among them ``num_inference_steps=K`` or ``timesteps=[...]`` for the bound of the respaced chain that
-        `__call__` samples with the same argument.
+        `__call__` samples with the same argument, and ``class_labels`` (indices or `id2label` names, one per
+        image) for a class-conditional model's bound given the label.
         Needs the ddpm-from-scratch package itself, not only this file.
         """
         # Imported by name, not with an import statement: diffusers scans a remote-code file's import
@@ -167,6 +254,9 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
             variational_bound = importlib.import_module("ddpm_from_scratch.likelihood").variational_bound
         except ImportError as error:  # this file may be running from a Hub repo without the package
             raise ImportError("variational_bound needs `pip install ddpm-from-scratch`.") from error
+        if kwargs.get("class_labels") is not None:
+            labels = self._class_labels_for(kwargs["class_labels"], images.shape[0], 1.0)
+            kwargs["class_labels"] = labels
         return variational_bound(self.unet, self.scheduler, images.to(self._execution_device), generator=generator,
                                  **kwargs)
 
@@ -213,8 +303,19 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         so that case warns; with this package's scheduler and a fixed ``variance_type`` it raises `ValueError`.
 
         Save it with `save_pretrained` or push it with `push_to_hub`; ``scripts/export_diffusers.py`` does both.
+
+        A class-conditional model is refused (`ValueError`): `DDPMPipeline` takes no labels and would sample only
+        the null label. Its U-Net alone converts, ``pipe.unet.to_unet2d()`` (a `UNet2DModel` with
+        ``num_class_embeds``, called with ``class_labels``).
         """
         import copy
+
+        if self.num_classes is not None:
+            raise ValueError(
+                "diffusers' DDPMPipeline takes no class labels, so this class-conditional pipeline has no plain "
+                "diffusers equivalent; export its U-Net alone with pipe.unet.to_unet2d() (a UNet2DModel with "
+                f"num_class_embeds={self.unet.config.num_class_embeds}, the last index the null label)"
+            )
 
         if hasattr(self.unet, "to_unet2d"):
             unet = self.unet.to_unet2d()

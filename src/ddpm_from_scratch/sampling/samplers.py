@@ -81,8 +81,12 @@ def scheduler_for(name: str, config):
 
 
 def generate(pipeline, num_images: int, sampler: str, num_inference_steps: int, seed: int,
-             batch_size: int) -> torch.Tensor:
-    """`num_images` samples in [0, 1], image i drawn with generator seed `seed + i` whatever the batch size."""
+             batch_size: int, class_labels: list[int] | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
+    """`num_images` samples in [0, 1], image i drawn with generator seed `seed + i` whatever the batch size; for a
+    class-conditional pipeline, image i of class ``class_labels[i]`` at ``guidance_scale``."""
+    if class_labels is not None and len(class_labels) != num_images:
+        raise ValueError(f"class_labels has {len(class_labels)} labels for {num_images} images")
+    conditioning = {} if class_labels is None and guidance_scale == 1.0 else {"guidance_scale": guidance_scale}
     original = pipeline.scheduler
     pipeline.scheduler = scheduler_for(sampler, original.config)
     try:
@@ -90,8 +94,10 @@ def generate(pipeline, num_images: int, sampler: str, num_inference_steps: int, 
         for start in range(0, num_images, batch_size):
             count = min(batch_size, num_images - start)
             generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
+            if class_labels is not None:
+                conditioning["class_labels"] = class_labels[start:start + count]
             chunks.append(pipeline(batch_size=count, generator=generators, num_inference_steps=num_inference_steps,
-                                   output_type="pt").images.cpu())
+                                   output_type="pt", **conditioning).images.cpu())
     finally:
         pipeline.scheduler = original
     return torch.cat(chunks)

@@ -209,7 +209,8 @@ def train_loop(model, loss_fn: LossFunction, dataset: torch.utils.data.Dataset, 
     Args:
         model: a diffusers `ModelMixin` (``from_config``, ``config``), with the initial weights.
         loss_fn: scores one micro-batch; its `BatchLoss.loss` is back-propagated.
-        dataset: items are dicts with ``"input"``, the clean samples.
+        dataset: items are dicts with ``"input"``, the clean samples, and any other fields ``loss_fn`` takes by
+            name (``"class_labels"``).
         accelerator: from `build_accelerator` (or your own, with the same gradient accumulation).
         timestep_sampler: passed to ``loss_fn``; a loss-aware one learns from every rank's losses and is
             checkpointed with the run.
@@ -306,7 +307,9 @@ def train_loop(model, loss_fn: LossFunction, dataset: torch.utils.data.Dataset, 
                 clean = augment(clean, generator)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    scored = loss_fn(model, clean, generator, timestep_sampler)
+                    # The batch's other fields (a class-conditional run's "class_labels") go to the loss by name.
+                    extras = {key: value for key, value in batch.items() if key != "input"}
+                    scored = loss_fn(model, clean, generator, timestep_sampler, **extras)
                 loss = scored.loss
                 # Every rank sees every rank's loss, so all stop together on a non-finite one.
                 losses = accelerator.gather(loss.detach().reshape(1))

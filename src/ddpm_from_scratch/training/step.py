@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.labels import drop_class_labels
 from .losses import DEFAULT_VLB_WEIGHT, training_losses
 from ..schedulers.scheduling_ddpm import LEARNED_VARIANCE_TYPES
 from .timestep_sampling import UniformSampler
@@ -84,6 +85,9 @@ def batch_loss(
     loss_type: str = "simple",
     vlb_weight: float = DEFAULT_VLB_WEIGHT,
     timestep_sampler: UniformSampler | None = None,
+    class_labels: torch.Tensor | None = None,
+    class_dropout_prob: float = 0.0,
+    null_class_label: int | None = None,
 ) -> BatchLoss:
     r"""Draw (t, ε), noise the batch and score the model: E_t[w_t · loss_t(x_0, ε)] over the batch.
 
@@ -93,6 +97,10 @@ def batch_loss(
     mean stopped in L_vlb, ``vlb`` = L_vlb). Every draw goes through ``generator``, timesteps first.
     The forward process runs in float32 whatever the model's precision (in half precision
     1 − ᾱ_t rounds at small t and the noise vanishes), and so do the losses.
+
+    A class-conditional model gets ``class_labels``, each replaced by ``null_class_label`` with probability
+    ``class_dropout_prob`` (classifier-free guidance's training, drawn after t and ε, so an unconditional run
+    draws exactly what it drew before).
     """
     clean_images = clean_images.float()
     batch_size = clean_images.shape[0]
@@ -101,7 +109,12 @@ def batch_loss(
     timesteps, weights = timesteps.to(clean_images.device), weights.to(clean_images.device)
     noise = torch.randn(clean_images.shape, generator=generator, device=generator.device).to(clean_images.device)
     noisy_images = scheduler.add_noise(clean_images, noise, timesteps)
-    model_output = model(noisy_images, timesteps).sample.float()
+    if class_labels is None:
+        model_output = model(noisy_images, timesteps).sample.float()
+    else:
+        if class_dropout_prob:
+            class_labels = drop_class_labels(class_labels, null_class_label, class_dropout_prob, generator)
+        model_output = model(noisy_images, timesteps, class_labels=class_labels).sample.float()
     target = training_target(scheduler, clean_images, noise, timesteps)
     terms = training_losses(loss_type, scheduler, model_output, target, noisy_images, clean_images, timesteps,
                             vlb_weight)
@@ -110,12 +123,15 @@ def batch_loss(
     return BatchLoss(loss, timesteps, per_sample.detach(), {k: v.detach() for k, v in terms.items()})
 
 
-def denoising_loss(scheduler, loss_type: str = "simple", vlb_weight: float = DEFAULT_VLB_WEIGHT):
+def denoising_loss(scheduler, loss_type: str = "simple", vlb_weight: float = DEFAULT_VLB_WEIGHT,
+                   class_dropout_prob: float = 0.0, null_class_label: int | None = None):
     """`batch_loss` with this scheduler and loss, as `loop.train_loop` calls a loss function:
-    ``loss_fn(model, clean_images, generator, timestep_sampler) -> BatchLoss``."""
+    ``loss_fn(model, clean_images, generator, timestep_sampler, class_labels=None) -> BatchLoss``."""
 
-    def loss_fn(model, clean_images: torch.Tensor, generator: torch.Generator, timestep_sampler) -> BatchLoss:
-        return batch_loss(model, scheduler, clean_images, generator, loss_type, vlb_weight, timestep_sampler)
+    def loss_fn(model, clean_images: torch.Tensor, generator: torch.Generator, timestep_sampler,
+                class_labels: torch.Tensor | None = None) -> BatchLoss:
+        return batch_loss(model, scheduler, clean_images, generator, loss_type, vlb_weight, timestep_sampler,
+                          class_labels, class_dropout_prob, null_class_label)
 
     return loss_fn
 
