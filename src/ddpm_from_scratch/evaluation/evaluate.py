@@ -22,6 +22,7 @@ from .encoder_features import ImageEncoder, encoder_sample_quality, load_image_e
 from ..sampling.fast import compile_for_sampling, sampling_autocast
 from ..figures.grid import image_grid
 from ..hub.model_card import update_model_card
+from .conditional import conditional_evaluation, format_conditional, is_digit_conditional
 from .metrics import digit_sample_quality, reference_rows
 from ..pipelines.pipeline_ddpm import DDPMFromScratchPipeline
 from ..hub.loading import load_pipeline
@@ -108,6 +109,10 @@ def evaluate_pipeline(
     (`grid.image_grid`) and its path is recorded as ``results["samples_grid"]``. ``bound_steps`` = K gives the bound
     of the K-step respaced chain instead of the training chain's.
 
+    A class-conditional digits model (`conditional.is_digit_conditional`) also gets ``results["conditional"]``: the
+    bound given the label and, per guidance scale, the accuracy on the label asked for, classifier FID and class
+    histogram (`conditional.conditional_evaluation`); ``results["sample_quality"]`` is then its unconditional one.
+
     Next to the bound, ``results["bound_references"]`` holds two trivial models of the same images in the same 8-bit
     space (`reference_bounds`): uniform over the used levels and a per-pixel histogram, fitted on the training
     images (the digits' training split, or ``train_data_dir``).
@@ -149,6 +154,9 @@ def evaluate_pipeline(
     if digits:
         quality = digit_sample_quality(samples, value_range=(0.0, 1.0), seed=seed)
         results["sample_quality"] = {**sampling, **quality}
+        if is_digit_conditional(pipeline):  # the samples above are its unconditional ones (the null label)
+            results["conditional"] = conditional_evaluation(pipeline, num_bound_images, num_samples, sampler, steps,
+                                                            seed, batch_size, progress, bound_steps)
         # The floor and ceiling at the same number of images: classifier FID grows as n shrinks.
         results["reference_rows"] = [
             {k: row[k] for k in ("name", "kind", "classifier_fid", "kid_mean", "kid_std")}
@@ -212,6 +220,8 @@ def format_results(results: dict[str, Any]) -> str:
                   "| images | n | FD | KID |", "|---|---:|---:|---|"]
         lines += [f"| {row['name']} ({row['kind']}) | {row['num_images']} | {row['fd']:.3f} | "
                   f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f} |" for row in features["reference_rows"]]
+    if results.get("conditional"):
+        lines += format_conditional(results["conditional"])
     if results.get("note"):
         lines += ["", results["note"]]
     if results.get("samples_grid"):
