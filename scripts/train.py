@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from ddpm_from_scratch.hub.upload import HubUploadError, push_pipeline_folder
 from ddpm_from_scratch.hub.model_card import render_model_card
 from ddpm_from_scratch.training.checkpoints import resolve_resume_checkpoint
 from ddpm_from_scratch.training.loop import Hook, TrainingConfig, TrainingResult, build_accelerator, train_loop
+from ddpm_from_scratch.training.run_folder import RunFolderError, RunLock, check_fresh_run
 from ddpm_from_scratch.training.step import (
     check_model_for_loss,
     compile_for_training,
@@ -164,7 +166,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     out = p.add_argument_group("checkpoints and outputs")
     out.add_argument("--checkpointing_steps", type=int, default=500)
     out.add_argument("--checkpoints_total_limit", type=int, default=None)
-    out.add_argument("--resume_from_checkpoint", help="`latest` or a checkpoint folder.")
+    out.add_argument("--resume_from_checkpoint",
+                     help="`latest` (the newest checkpoint that verifies against its manifest), a checkpoint folder, "
+                          "or a checkpoint name inside --output_dir (checkpoint-N).")
+    out.add_argument("--overwrite_output_dir", action="store_true",
+                     help="Start afresh in an --output_dir that holds another run's checkpoints or pipeline: its "
+                          "checkpoints, pipeline, samples, logs and evaluation are removed first (and listed).")
     out.add_argument("--save_images_steps", type=int, default=1000)
     out.add_argument("--num_grid_images", type=int, default=64)
     out.add_argument("--sampler", type=sampler_argument, default=DEFAULT_SAMPLER, metavar="NAME",
@@ -205,6 +212,9 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"error: --{name} must be a positive integer, got {value}.")
+    if args.overwrite_output_dir and args.resume_from_checkpoint is not None:
+        raise SystemExit("error: --overwrite_output_dir and --resume_from_checkpoint contradict each other (one "
+                         "clears the folder, the other resumes from it); give one.")
     if args.push_to_hub and not args.hub_model_id:
         raise SystemExit("error: --push_to_hub needs --hub_model_id (e.g. your-name/ddpm-digits).")
     if not args.vlb_weight > 0:
@@ -353,6 +363,16 @@ def as_training_batches(args: argparse.Namespace, dataset, unet: DDPMFromScratch
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    # Rank 0 holds the folder's lock for the whole run; the other ranks wait for it at the accelerator's first
+    # barrier (and are torn down with it when it is refused).
+    if int(os.environ.get("RANK", "0")) != 0:
+        return train(args)
+    with RunLock(args.output_dir):
+        check_fresh_run(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+        return train(args)
+
+
+def train(args: argparse.Namespace) -> dict:
     started = time.time()
     output_dir = Path(args.output_dir)
 
@@ -372,6 +392,7 @@ def main(argv=None) -> dict:
 
     accelerator = build_accelerator(config, args.mixed_precision, None if args.logger == "none" else args.logger,
                                     args.num_threads)
+    accelerator.wait_for_everyone()  # rank 0 has the lock and a clean folder
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logger.setLevel(logging.WARNING)
@@ -484,6 +505,6 @@ def weights_digest(module: torch.nn.Module) -> str:
 if __name__ == "__main__":
     try:
         main()
-    except (FloatingPointError, FileNotFoundError, ValueError, HubUploadError) as error:
+    except (FloatingPointError, FileNotFoundError, ValueError, HubUploadError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
