@@ -34,7 +34,7 @@ def fresh_model() -> ToyDenoiser:
 
 def run(config: TrainingConfig, hooks=(), sampler="loss-aware"):
     model = fresh_model()
-    accelerator = build_accelerator(config, mixed_precision="no", cpu=True)
+    accelerator = build_accelerator(config, mixed_precision="no")
     timestep_sampler = create_timestep_sampler(sampler, SCHEDULER.config.num_train_timesteps)
     result = train_loop(model, toy_loss(point_batch_loss, SCHEDULER), TensorSamples(points()), config, accelerator,
                         timestep_sampler, hooks=hooks)

@@ -87,13 +87,14 @@ def train_toy(model, scheduler, data: torch.Tensor, batch_loss: Callable, max_tr
         learning_rate=learning_rate, lr_scheduler="linear", lr_warmup_steps=0, max_grad_norm=None,
         use_ema=ema_decay > 0, ema_max_decay=ema_decay, ema_warmup=False, progress=progress, **loop_options,
     )
-    # Networks of a few hundred thousand weights: a GPU would only add transfers.
-    accelerator = build_accelerator(config, mixed_precision="no", cpu=True)
+    # The process's accelerator settings (accelerate allows one per process), the CPU on a machine without a GPU.
+    accelerator = build_accelerator(config, mixed_precision="no")
     sampler = create_timestep_sampler(timestep_sampler, scheduler.config.num_train_timesteps)
     hooks = () if callback is None else (Hook(callback_every, callback),)
     result = train_loop(model, toy_loss(batch_loss, scheduler), TensorSamples(data), config, accelerator, sampler,
                         hooks=hooks)
     if result.model is not model:
         model.load_state_dict(result.model.state_dict())
+    model.to(data.device)  # back beside the data the tasks evaluate it on
     model.eval()
     return result.losses

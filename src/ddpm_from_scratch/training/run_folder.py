@@ -51,6 +51,7 @@ class RunLock:
     def __init__(self, output_dir: str | os.PathLike):
         self.path = Path(output_dir) / LOCK_NAME
         self.held = False
+        self.created_folder = False
 
     def _record(self) -> dict:
         return {"host": socket.gethostname(), "pid": os.getpid(),
@@ -67,6 +68,8 @@ class RunLock:
         return None
 
     def acquire(self) -> "RunLock":
+        # A run refused before it writes anything must leave no folder behind: remember whether we made it.
+        self.created_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Written in full under a private name, then linked into place: link() fails if the lock exists, so the
         # lock appears atomically *with* its record (a reader never sees an empty lock and takes it for stale).
@@ -117,6 +120,8 @@ class RunLock:
         holder = self._holder()
         if holder is not None and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
             self.path.unlink(missing_ok=True)
+        if getattr(self, "created_folder", False) and not any(self.path.parent.iterdir()):
+            self.path.parent.rmdir()
 
 
 def previous_run_outputs(output_dir: str | os.PathLike) -> list[Path]:
