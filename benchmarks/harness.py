@@ -37,6 +37,7 @@ import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -448,6 +449,19 @@ def resumable_results(path: Path | str, start: dict) -> tuple[dict, Callable[[],
     results = load_results(path, start)
     results["machine"] = script_machine_info()
     return results, functools.partial(save_results, path, results)
+
+
+def launch_training(output_dir: Path | str, max_train_steps: int, *flags: str) -> dict:
+    """`make train`'s command (one process, float32, no evaluation, no logger) into `output_dir` with `flags`, run
+    to the end; returns its wall time and command, as the digits benchmarks record them."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(root / "scripts" / "train.py"),
+               "--output_dir", str(output_dir), "--max_train_steps", str(max_train_steps), "--no_evaluate",
+               "--logger", "none", *flags]
+    started = time.time()
+    subprocess.run(command, check=True, cwd=root)
+    return {"train_seconds": time.time() - started, "command": " ".join(command[2:])}
 
 
 def say(what: str) -> None:

@@ -21,14 +21,11 @@ Results go to ``--json`` after every row (a long run keeps what it has) and a Ma
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from harness import resumable_results
+from harness import launch_training, resumable_results
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "simple": ["--loss", "simple"],
     "hybrid": ["--loss", "hybrid"],
@@ -53,14 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(variant: str, args: argparse.Namespace) -> dict:
-    output_dir = Path(args.runs_dir) / variant
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "scripts" / "train.py"),
-               "--output_dir", str(output_dir), "--max_train_steps", str(args.steps), "--no_evaluate",
-               "--logger", "none", "--sampler", "ddpm", "--num_inference_steps", "100", *VARIANTS[variant]]
-    started = time.time()
-    subprocess.run(command, check=True, cwd=ROOT)
-    return {"train_seconds": time.time() - started, "command": " ".join(command[2:])}
+    return launch_training(Path(args.runs_dir) / variant, args.steps, "--sampler", "ddpm", "--num_inference_steps", "100", *VARIANTS[variant])
 
 
 def evaluate(variant: str, args: argparse.Namespace, record: dict, save) -> None:
