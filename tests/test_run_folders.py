@@ -125,23 +125,25 @@ def test_the_total_limit_never_deletes_the_newest_checkpoint_that_verifies(tmp_p
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused_and_the_first_is_unaffected(reference, tmp_path):
-    folder = tmp_path / "run"
-    # Long enough that the first is still training while the second starts (seconds of imports).
-    args = train_args(folder, reference["config"], "--max_train_steps", 150, "--checkpointing_steps", 50,
-                      "--save_images_steps", 1000, "--no_evaluate")
-    first = launch(args, report_dir=tmp_path / "r1", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (folder / LOCK_NAME).exists() and time.time() < deadline:
-        time.sleep(0.2)
-    second = launch([*args, "--seed", "1"], report_dir=tmp_path / "r2", check=False)
-    assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
+    folder, release = tmp_path / "run", tmp_path / "release-the-first-run"
+    args = train_args(folder, reference["config"], *STEPS)
+    # The first run holds its lock and waits (tests/helpers/train_and_report.py) until the second has been refused.
+    first = launch(args, report_dir=tmp_path / "r1", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                   extra_env={"TRAIN_HOLD_UNTIL": str(release)})
+    try:
+        deadline = time.time() + 120
+        while not (folder / LOCK_NAME).exists() and time.time() < deadline:
+            time.sleep(0.2)
+        second = launch([*args, "--seed", "1"], report_dir=tmp_path / "r2", check=False)
+        assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
+    finally:
+        release.touch()
     assert second.returncode != 0
     assert f"--output_dir {folder} is in use by another run (host {socket.gethostname()}, PID" in second.stderr
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-3000:]
-    assert reports(tmp_path / "r1")[0]["global_step"] == 150 and not (tmp_path / "r2").exists()
-    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-100", "checkpoint-150",
-                                                                    "checkpoint-50"]
+    assert reports(tmp_path / "r1")[0]["global_step"] == 8 and not (tmp_path / "r2").exists()
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6", "checkpoint-8"]
     assert not (folder / LOCK_NAME).exists()  # released at the end
 
 
