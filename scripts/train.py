@@ -50,7 +50,8 @@ from ddpm_from_scratch.sampling.samplers import (
     sampler_argument,
     scheduler_for,
 )
-from ddpm_from_scratch.schedulers.log_snr_schedules import high_snr_head_betas, log_snr_linear_betas
+from ddpm_from_scratch.schedulers.log_snr_schedules import (high_snr_head_betas, high_snr_prefix_betas,
+                                                          log_snr_linear_betas)
 from ddpm_from_scratch.training.timestep_sampling import TIMESTEP_SAMPLERS, create_timestep_sampler
 from ddpm_from_scratch.models.unet import PRESETS
 
@@ -109,6 +110,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="With --log_snr_max and no --log_snr_min: keep the linear schedule (--beta_start, "
                             "--beta_end) but replace its first N steps by a linear fall in log SNR from --log_snr_max "
                             "to the linear schedule's own value at step N (saved as trained_betas).")
+    model.add_argument("--log_snr_prefix_steps", type=int, default=None, metavar="N",
+                       help="With --log_snr_max and no --log_snr_min: keep the whole linear schedule (--beta_start, "
+                            "--beta_end, --num_train_timesteps T) and put N new steps before it, falling linearly in "
+                            "log SNR from --log_snr_max to the linear schedule's first value; the chain has N + T "
+                            "timesteps (saved as trained_betas).")
     model.add_argument("--fourier_features", type=int, nargs="+", default=None, metavar="N",
                        help="Append sin(2^N π x_t), cos(2^N π x_t) to the network's input for each N (VDM's Fourier "
                             "features; 4 resolves the digits' 17 levels, 7 8 the 8-bit grid). Such a network has no "
@@ -230,14 +236,21 @@ def check_args(args: argparse.Namespace) -> None:
             raise SystemExit(f"error: --{name} and --log_snr_min both set the schedule; give one of them.")
     if args.beta_start is not None and args.beta_end is not None and not args.beta_start < args.beta_end:
         raise SystemExit(f"error: --beta_start must be below --beta_end, got {args.beta_start} and {args.beta_end}.")
-    if args.log_snr_head_steps is not None:
+    if args.log_snr_head_steps is not None and args.log_snr_prefix_steps is not None:
+        raise SystemExit("error: --log_snr_head_steps and --log_snr_prefix_steps both add a high-SNR end; give one.")
+    if args.log_snr_prefix_steps is not None:
+        if args.log_snr_max is None or args.log_snr_min is not None:
+            raise SystemExit("error: --log_snr_prefix_steps needs --log_snr_max and no --log_snr_min.")
+        if not args.log_snr_prefix_steps > 0:
+            raise SystemExit(f"error: --log_snr_prefix_steps must be positive, got {args.log_snr_prefix_steps}.")
+    elif args.log_snr_head_steps is not None:
         if args.log_snr_max is None or args.log_snr_min is not None:
             raise SystemExit("error: --log_snr_head_steps needs --log_snr_max and no --log_snr_min.")
         if not 0 < args.log_snr_head_steps < args.num_train_timesteps:
             raise SystemExit(f"error: --log_snr_head_steps must lie in (0, --num_train_timesteps "
                              f"{args.num_train_timesteps}), got {args.log_snr_head_steps}.")
     elif (args.log_snr_max is None) != (args.log_snr_min is None):
-        raise SystemExit("error: give --log_snr_max and --log_snr_min together (or --log_snr_head_steps).")
+        raise SystemExit("error: give --log_snr_max and --log_snr_min together (or --log_snr_head_steps / --log_snr_prefix_steps).")
     if args.log_snr_min is not None and not args.log_snr_max > args.log_snr_min:
         raise SystemExit(f"error: --log_snr_max must exceed --log_snr_min, got {args.log_snr_max} and "
                          f"{args.log_snr_min}.")
@@ -294,7 +307,15 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
         return DDPMFromScratchScheduler.from_pretrained(args.pretrained_model_name_or_path, subfolder="scheduler",
                                                         **overrides)
     linear = {name: getattr(args, name) for name in ("beta_start", "beta_end") if getattr(args, name) is not None}
-    if args.log_snr_head_steps is not None:
+    num_train_timesteps = args.num_train_timesteps
+    if args.log_snr_prefix_steps is not None:
+        try:
+            overrides["trained_betas"] = high_snr_prefix_betas(
+                args.num_train_timesteps, args.log_snr_max, args.log_snr_prefix_steps, **linear).tolist()
+        except ValueError as error:
+            raise SystemExit(f"error: --log_snr_max: {error}.") from None
+        num_train_timesteps += args.log_snr_prefix_steps
+    elif args.log_snr_head_steps is not None:
         try:
             overrides["trained_betas"] = high_snr_head_betas(
                 args.num_train_timesteps, args.log_snr_max, args.log_snr_head_steps, **linear).tolist()
@@ -306,7 +327,7 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     else:
         overrides.update(linear)
     scheduler = DDPMFromScratchScheduler(
-        num_train_timesteps=args.num_train_timesteps,
+        num_train_timesteps=num_train_timesteps,
         beta_schedule=args.beta_schedule,
         prediction_type=args.prediction_type,
         **overrides,
@@ -316,7 +337,7 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     alphas_cumprod = scheduler.alphas_cumprod
     if not (bool((alphas_cumprod[1:] < alphas_cumprod[:-1]).all()) and alphas_cumprod[0] < 1):
         if args.log_snr_max is not None:
-            raise SystemExit(f"error: --log_snr_max {args.log_snr_max} with {args.num_train_timesteps} timesteps gives "
+            raise SystemExit(f"error: --log_snr_max {args.log_snr_max} with {num_train_timesteps} timesteps gives "
                              "steps of ᾱ below float32's resolution near 1 (two equal ᾱ_t); use a lower --log_snr_max "
                              "(≤ 13 for 1000 steps down to -10) or fewer timesteps.")
         raise SystemExit(f"error: --beta_start {scheduler.config.beta_start} gives steps of ᾱ below float32's resolution "

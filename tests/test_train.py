@@ -510,6 +510,29 @@ def test_a_high_snr_head_that_is_none_is_refused_naming_the_flag(tmp_path, flags
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--log_snr_prefix_steps", "50"], "--log_snr_prefix_steps needs --log_snr_max and no --log_snr_min"),
+    (["--log_snr_prefix_steps", "0", "--log_snr_max", "13"], "--log_snr_prefix_steps must be positive, got 0"),
+    (["--log_snr_prefix_steps", "50", "--log_snr_head_steps", "100", "--log_snr_max", "13"], "give one"),
+    (["--log_snr_prefix_steps", "50", "--log_snr_max", "8"], "--log_snr_max: log_snr_max=8.0 must exceed"),
+])
+def test_a_high_snr_prefix_that_is_none_is_refused_naming_the_flag(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        run_main(*flags, "--output_dir", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_high_snr_prefix_lengthens_the_chain_by_its_steps():
+    from ddpm_from_scratch.schedulers.log_snr_schedules import high_snr_prefix_betas
+
+    train = load_script("train")
+    args = train.parse_args(["--log_snr_max", "13", "--log_snr_prefix_steps", "50", "--beta_end", "0.03"])
+    scheduler = train.build_noise_scheduler(args)
+    assert scheduler.config.num_train_timesteps == 1050
+    expected = torch.as_tensor(high_snr_prefix_betas(1000, 13, 50, beta_end=0.03), dtype=torch.float32)
+    assert torch.equal(scheduler.betas, expected)
+
+
 def test_a_high_snr_head_is_saved_as_trained_betas(tmp_path, tiny_config):
     from diffusers import DDPMScheduler
 

@@ -51,3 +51,27 @@ def high_snr_head_betas(num_train_timesteps: int, log_snr_max: float, head_steps
     steps = torch.arange(head_steps, dtype=torch.float64)
     log_snr[:head_steps] = log_snr_max + (log_snr[head_steps] - log_snr_max) * steps / head_steps
     return betas_from_log_snr(log_snr)
+
+
+def high_snr_prefix_betas(num_train_timesteps: int, log_snr_max: float, prefix_steps: int,
+                          beta_start: float = 0.0001, beta_end: float = 0.02) -> torch.Tensor:
+    """β_0..β_{N+T−1} (float64): `prefix_steps` = N new steps of high SNR, then the whole linear schedule of
+    `num_train_timesteps` = T steps, unchanged in ᾱ.
+
+    log SNR_t = λ_max + (λ_lin(0) − λ_max)·t/N for t < N, and ᾱ_{N+s} = ᾱ_lin(s) for s = 0..T−1, so the step from
+    N − 1 into N continues the prefix's spacing. Unlike `high_snr_head_betas`, which replaces the linear
+    schedule's first steps, every step of the linear schedule (where the samples' structure is learnt, and what
+    the samplers' step counts were tuned on) is kept; the prefix only adds the high-SNR end that lets the decoder
+    resolve the 8-bit grid. The chain then has N + T timesteps. Pass the result as ``trained_betas``.
+    """
+    if not prefix_steps > 0:
+        raise ValueError(f"prefix_steps must be positive, got {prefix_steps}")
+    base = linear_betas(num_train_timesteps, beta_start, beta_end).to(torch.float64)
+    alphas_cumprod = torch.cumprod(1 - base, dim=0)
+    log_snr = torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod)
+    if not log_snr_max > log_snr[0]:
+        raise ValueError(f"log_snr_max={log_snr_max} must exceed the linear schedule's own first log SNR "
+                         f"{float(log_snr[0]):.2f}")
+    steps = torch.arange(prefix_steps, dtype=torch.float64)
+    prefix = log_snr_max + (log_snr[0] - log_snr_max) * steps / prefix_steps
+    return betas_from_log_snr(torch.cat([prefix, log_snr]))
