@@ -80,10 +80,31 @@ def scheduler_for(name: str, config):
         raise ImportError(f"sampler {name} needs a package that is not installed: {' '.join(str(error).split())}") from None
 
 
+def timesteps_after_prefix(name: str, config, num_inference_steps: int, prefix_steps: int) -> list[int]:
+    """The timesteps sampler `name` takes in `num_inference_steps` steps on a chain's last T − N timesteps alone,
+    moved onto the whole chain (+ N, with N = `prefix_steps`).
+
+    For a schedule with a high-SNR prefix (`schedulers.log_snr_schedules.high_snr_prefix_betas`), whose timestep
+    N + s has the linear schedule's ᾱ_s: the sampler then steps on exactly the linear schedule's grid, and its
+    last x̂_0 comes from the linear part. Left to its own spacing over all N + T timesteps, DPM-Solver++ would end
+    with one second-order step across the prefix's whole rise in log SNR, where its extrapolation overshoots.
+    """
+    total = config["num_train_timesteps"]
+    if not 0 <= prefix_steps < total - 1:
+        raise ValueError(f"prefix_steps must lie in [0, {total - 1}) for {total} timesteps, got {prefix_steps}")
+    betas = scheduler_for("ddpm", config).betas
+    rest = dict(config, num_train_timesteps=total - prefix_steps, trained_betas=betas[prefix_steps:].tolist())
+    sampler = scheduler_for(name, rest)
+    sampler.set_timesteps(num_inference_steps)
+    return [int(t) + prefix_steps for t in sampler.timesteps]
+
+
 def generate(pipeline, num_images: int, sampler: str, num_inference_steps: int, seed: int,
-             batch_size: int, class_labels: list[int] | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
+             batch_size: int, class_labels: list[int] | None = None, guidance_scale: float = 1.0,
+             timesteps: list[int] | None = None) -> torch.Tensor:
     """`num_images` samples in [0, 1], image i drawn with generator seed `seed + i` whatever the batch size; for a
-    class-conditional pipeline, image i of class ``class_labels[i]`` at ``guidance_scale``."""
+    class-conditional pipeline, image i of class ``class_labels[i]`` at ``guidance_scale``; with ``timesteps``,
+    on that chain instead of the sampler's own `num_inference_steps`."""
     if class_labels is not None and len(class_labels) != num_images:
         raise ValueError(f"class_labels has {len(class_labels)} labels for {num_images} images")
     conditioning = {} if class_labels is None and guidance_scale == 1.0 else {"guidance_scale": guidance_scale}
@@ -96,8 +117,9 @@ def generate(pipeline, num_images: int, sampler: str, num_inference_steps: int, 
             generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
             if class_labels is not None:
                 conditioning["class_labels"] = class_labels[start:start + count]
-            chunks.append(pipeline(batch_size=count, generator=generators, num_inference_steps=num_inference_steps,
-                                   output_type="pt", **conditioning).images.cpu())
+            chain = {"num_inference_steps": num_inference_steps} if timesteps is None else {"timesteps": timesteps}
+            chunks.append(pipeline(batch_size=count, generator=generators, output_type="pt", **chain,
+                                   **conditioning).images.cpu())
     finally:
         pipeline.scheduler = original
     return torch.cat(chunks)
