@@ -2,7 +2,10 @@
 what the separate paths gave (issue 19, item 5).
 
 The expected values are tests/fixtures/code_paths.safetensors, written by tests/fixtures/make_code_path_outputs.py
-with the code before the merges, inputs and weights included. Tolerance: none.
+with the code before the merges, inputs and weights included. Tolerance: none, except where the U-Net runs: its
+float32 convolution and matmul kernels round differently from one CPU to another (AVX2 vs AVX-512 builds of oneDNN
+and MKL: up to 4 ulps per sample value, 1e-6 relative on the bound's terms), so those results are held to 1e-5
+relative — far below what any change of formula or code path moves, far above the machines' rounding.
 """
 
 from pathlib import Path
@@ -56,6 +59,15 @@ def exactly(got: torch.Tensor, want: torch.Tensor) -> bool:
     return got.dtype == want.dtype and torch.equal(got, want)
 
 
+# The CPUs' rounding of the U-Net's float32 kernels, amplified at most 10× by the steps after it (see the docstring).
+UNET_RTOL, UNET_ATOL = 1e-5, 1e-6
+
+
+def as_before_through_the_unet(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert got.dtype == want.dtype
+    torch.testing.assert_close(got, want, rtol=UNET_RTOL, atol=UNET_ATOL)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 @pytest.mark.parametrize("dtype_name", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("chain", ["training", "respaced"])
@@ -89,7 +101,7 @@ def test_the_ddpm_pipeline_samples_as_before(recorded, unet, variance_type):
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, num_inference_steps=20, generator=torch.Generator().manual_seed(1),
                   output_type="pt").images
-    assert exactly(images, recorded[f"pipeline/ddpm/{variance_type}"])
+    as_before_through_the_unet(images, recorded[f"pipeline/ddpm/{variance_type}"])
 
 
 def test_the_binomial_pipeline_samples_as_before(recorded):
@@ -118,6 +130,6 @@ def test_the_image_bound_is_as_before(recorded, unet, variance_type, steps):
     bound = variational_bound(unet, scheduler, recorded["bound/images"], torch.Generator().manual_seed(5),
                               batch_timesteps=100, progress=False, num_inference_steps=steps)
     key = f"bound/{variance_type}/{steps or 'all'}"
-    assert exactly(bound.terms_bits_per_dim, recorded[f"{key}/terms"])
+    as_before_through_the_unet(bound.terms_bits_per_dim, recorded[f"{key}/terms"])
     assert exactly(bound.prior_bits_per_dim, recorded[f"{key}/prior"])
-    assert exactly(bound.decoder_bits_per_dim, recorded[f"{key}/decoder"])
+    as_before_through_the_unet(bound.decoder_bits_per_dim, recorded[f"{key}/decoder"])
