@@ -25,7 +25,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import launch_training, resumable_results
+from harness import launch_training, resumable_results, train_then_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"unconditional": [], "conditional": ["--class_conditional", "--class_dropout_prob", "0.1"]}
@@ -114,13 +114,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     results, save = resumable_results(Path(args.json), {"runs": {}})
     variants = args.variants.split(",")
-    if args.phase in ("train", "all"):
-        for variant in variants:
-            results["runs"][variant] = train(variant, args)  # a retrained model starts a fresh record
-            save()
-    if args.phase in ("evaluate", "all"):
-        for variant in variants:
-            evaluate(variant, args, results["runs"].setdefault(variant, {}), save)
+    train_then_evaluate(args, results, save, variants, train, evaluate)
     print(table(results))
 
 

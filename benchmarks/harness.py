@@ -464,6 +464,19 @@ def launch_training(output_dir: Path | str, max_train_steps: int, *flags: str) -
     return {"train_seconds": time.time() - started, "command": " ".join(command[2:])}
 
 
+def train_then_evaluate(args, results: dict, save: Callable[[], None], variants: list[str],
+                        train: Callable, evaluate: Callable) -> None:
+    """The trained comparisons' two phases (``args.phase``: train, evaluate or all): `train(variant, args)` replaces
+    a variant's record (a retrained model starts afresh), `evaluate(variant, args, record, save)` fills it."""
+    if args.phase in ("train", "all"):
+        for variant in variants:
+            results["runs"][variant] = train(variant, args)
+            save()
+    if args.phase in ("evaluate", "all"):
+        for variant in variants:
+            evaluate(variant, args, results["runs"].setdefault(variant, {}), save)
+
+
 def say(what: str) -> None:
     """A time-stamped progress line on stderr (stdout carries the table)."""
     print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)

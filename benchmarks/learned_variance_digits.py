@@ -24,7 +24,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import launch_training, resumable_results
+from harness import launch_training, resumable_results, train_then_evaluate
 
 VARIANTS = {
     "simple": ["--loss", "simple"],
@@ -121,13 +121,7 @@ def main(argv=None) -> None:
     results, save = resumable_results(args.json, {"runs": {}})
 
     variants = args.variants.split(",")
-    if args.phase in ("train", "all"):
-        for variant in variants:
-            results["runs"][variant] = train(variant, args)  # a retrained model starts a fresh record
-            save()
-    if args.phase in ("evaluate", "all"):
-        for variant in variants:
-            evaluate(variant, args, results["runs"].setdefault(variant, {}), save)
+    train_then_evaluate(args, results, save, variants, train, evaluate)
     print(table(results))
 
 

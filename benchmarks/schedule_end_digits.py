@@ -29,7 +29,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import launch_training, resumable_results
+from harness import launch_training, resumable_results, train_then_evaluate
 
 PREFIX = ["--log_snr_max", "13", "--log_snr_prefix_steps", "50"]
 # name: (train.py flags, training steps, prefix steps N)
@@ -127,13 +127,7 @@ def main(argv=None) -> None:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"error: --variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
-    if args.phase in ("train", "all"):
-        for variant in variants:
-            results["runs"][variant] = train(variant, args)  # a retrained model starts a fresh record
-            save()
-    if args.phase in ("evaluate", "all"):
-        for variant in variants:
-            evaluate(variant, args, results["runs"].setdefault(variant, {}), save)
+    train_then_evaluate(args, results, save, variants, train, evaluate)
     print(table(results))
 
 

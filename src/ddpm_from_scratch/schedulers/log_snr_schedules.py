@@ -29,6 +29,18 @@ def log_snr_linear_betas(num_train_timesteps: int, log_snr_max: float, log_snr_m
     return betas_from_log_snr(torch.linspace(log_snr_max, log_snr_min, num_train_timesteps, dtype=torch.float64))
 
 
+def _linear_log_snr_below(num_train_timesteps: int, beta_start: float, beta_end: float,
+                          log_snr_max: float) -> torch.Tensor:
+    """λ_lin(t) = log(ᾱ_t / (1 − ᾱ_t)) of the linear schedule (float64), checked to start below `log_snr_max`."""
+    base = linear_betas(num_train_timesteps, beta_start, beta_end).to(torch.float64)
+    alphas_cumprod = torch.cumprod(1 - base, dim=0)
+    log_snr = torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod)
+    if not log_snr_max > log_snr[0]:
+        raise ValueError(f"log_snr_max={log_snr_max} must exceed the linear schedule's own first log SNR "
+                         f"{float(log_snr[0]):.2f}")
+    return log_snr
+
+
 def high_snr_head_betas(num_train_timesteps: int, log_snr_max: float, head_steps: int, beta_start: float = 0.0001,
                         beta_end: float = 0.02) -> torch.Tensor:
     """β_0..β_{T−1} (float64): the linear schedule, with its first `head_steps` steps replaced by a fall in log SNR
@@ -42,12 +54,7 @@ def high_snr_head_betas(num_train_timesteps: int, log_snr_max: float, head_steps
     """
     if not 0 < head_steps < num_train_timesteps:
         raise ValueError(f"head_steps must lie in (0, {num_train_timesteps}), got {head_steps}")
-    base = linear_betas(num_train_timesteps, beta_start, beta_end).to(torch.float64)
-    alphas_cumprod = torch.cumprod(1 - base, dim=0)
-    log_snr = torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod)
-    if not log_snr_max > log_snr[0]:
-        raise ValueError(f"log_snr_max={log_snr_max} must exceed the linear schedule's own first log SNR "
-                         f"{float(log_snr[0]):.2f}")
+    log_snr = _linear_log_snr_below(num_train_timesteps, beta_start, beta_end, log_snr_max)
     steps = torch.arange(head_steps, dtype=torch.float64)
     log_snr[:head_steps] = log_snr_max + (log_snr[head_steps] - log_snr_max) * steps / head_steps
     return betas_from_log_snr(log_snr)
@@ -66,12 +73,7 @@ def high_snr_prefix_betas(num_train_timesteps: int, log_snr_max: float, prefix_s
     """
     if not prefix_steps > 0:
         raise ValueError(f"prefix_steps must be positive, got {prefix_steps}")
-    base = linear_betas(num_train_timesteps, beta_start, beta_end).to(torch.float64)
-    alphas_cumprod = torch.cumprod(1 - base, dim=0)
-    log_snr = torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod)
-    if not log_snr_max > log_snr[0]:
-        raise ValueError(f"log_snr_max={log_snr_max} must exceed the linear schedule's own first log SNR "
-                         f"{float(log_snr[0]):.2f}")
+    log_snr = _linear_log_snr_below(num_train_timesteps, beta_start, beta_end, log_snr_max)
     steps = torch.arange(prefix_steps, dtype=torch.float64)
     prefix = log_snr_max + (log_snr[0] - log_snr_max) * steps / prefix_steps
     return betas_from_log_snr(torch.cat([prefix, log_snr]))
