@@ -324,7 +324,7 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     elif args.log_snr_max is not None:
         overrides["trained_betas"] = log_snr_linear_betas(
             args.num_train_timesteps, args.log_snr_max, args.log_snr_min).tolist()
-    else:
+    if args.log_snr_min is None:  # the linear schedule's ends; with trained_betas they only record where β came from
         overrides.update(linear)
     scheduler = DDPMFromScratchScheduler(
         num_train_timesteps=num_train_timesteps,
@@ -345,11 +345,38 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMFromScratchScheduler:
     return scheduler
 
 
+def log_snr_prefix_steps(args: argparse.Namespace) -> int:
+    """N of the chain's high-SNR prefix, which the saved pipeline's samplers step past: the flag's, or for a
+    pretrained pipeline whose scheduler the run keeps, the one in its model_index.json."""
+    pretrained = Path(args.pretrained_model_name_or_path or "")
+    if args.pretrained_model_name_or_path and (pretrained / "scheduler").is_dir():
+        index = pretrained / "model_index.json"
+        return json.loads(index.read_text()).get("log_snr_prefix_steps", 0) if index.is_file() else 0
+    return args.log_snr_prefix_steps or 0
+
+
+def noise_schedule_description(args: argparse.Namespace, scheduler) -> str:
+    """The noise schedule in words, for the model card (a schedule given as trained_betas says how it was built)."""
+    config = scheduler.config
+    linear = f"linear (β {config.beta_start:g} → {config.beta_end:g})"
+    if args.pretrained_model_name_or_path:
+        return config.beta_schedule if config.trained_betas is None else "trained_betas of the pretrained scheduler"
+    if args.log_snr_prefix_steps is not None:
+        return (f"{linear} after a high-SNR prefix of {args.log_snr_prefix_steps} steps from log SNR "
+                f"{args.log_snr_max:g}, which samplers step past")
+    if args.log_snr_head_steps is not None:
+        return f"{linear}, its first {args.log_snr_head_steps} steps falling linearly in log SNR from {args.log_snr_max:g}"
+    if args.log_snr_max is not None:
+        return f"linear in log SNR from {args.log_snr_max:g} to {args.log_snr_min:g}"
+    return config.beta_schedule
+
+
 def sample_grid(unet, noise_scheduler, num_images: int, num_inference_steps: int, sampler: str = "ddpm",
-                grid_scale: int | None = None, num_classes: int | None = None):
+                grid_scale: int | None = None, num_classes: int | None = None, log_snr_prefix_steps: int = 0):
     """A grid of samples with a fixed seed, so grids from different steps are comparable; for a class-conditional
     model one row per class (at guidance scale 1), ``num_images // num_classes`` images each."""
-    pipeline = DDPMFromScratchPipeline(unet=unet, scheduler=scheduler_for(sampler, noise_scheduler.config))
+    pipeline = DDPMFromScratchPipeline(unet=unet, scheduler=scheduler_for(sampler, noise_scheduler.config),
+                                       log_snr_prefix_steps=log_snr_prefix_steps)
     pipeline.set_progress_bar_config(disable=True)
     labels, rows = None, None
     if num_classes is not None:
@@ -429,7 +456,8 @@ def train(args: argparse.Namespace) -> dict:
 
     def save_grid(step: int, model) -> None:
         grid, images = sample_grid(model, noise_scheduler, args.num_grid_images, args.num_inference_steps,
-                                   args.sampler, args.grid_scale, None if names is None else len(names))
+                                   args.sampler, args.grid_scale, None if names is None else len(names),
+                                   log_snr_prefix_steps(args))
         grid.save(output_dir / "samples" / f"step-{step}.png")
         if args.logger == "tensorboard":
             accelerator.get_tracker("tensorboard", unwrap=True).add_images("samples", images, step,
@@ -468,7 +496,8 @@ def write_run_outputs(args: argparse.Namespace, accelerator, result: TrainingRes
     output_dir = Path(args.output_dir)
     final_unet = result.model
     id2label = None if names is None else dict(enumerate(names))
-    DDPMFromScratchPipeline(unet=final_unet, scheduler=noise_scheduler, id2label=id2label).save_pretrained(output_dir)
+    DDPMFromScratchPipeline(unet=final_unet, scheduler=noise_scheduler, id2label=id2label,
+                            log_snr_prefix_steps=log_snr_prefix_steps(args)).save_pretrained(output_dir)
     grid_path = output_dir / "samples" / f"step-{result.global_step}.png"
     facts = {
         "dataset": args.dataset_name or args.train_data_dir or "UCI digits (scikit-learn), training split",
@@ -485,7 +514,7 @@ def write_run_outputs(args: argparse.Namespace, accelerator, result: TrainingRes
         "final_loss": f"{result.final_loss:.4f}",
         "sample_grid": grid_path.relative_to(output_dir).as_posix(),
         "num_train_timesteps": noise_scheduler.config.num_train_timesteps,
-        "beta_schedule": noise_scheduler.config.beta_schedule,
+        "beta_schedule": noise_schedule_description(args, noise_scheduler),
         "predicts": "the noise ε and its variance" if variance_type_for_loss(args.loss) else "the noise ε",
         "loss": LOSS_DESCRIPTIONS[args.loss].format(vlb_weight=args.vlb_weight),
         "variance": VARIANCE_DESCRIPTIONS.get(noise_scheduler.config.variance_type,

@@ -124,5 +124,5 @@ def test_timesteps_after_a_prefix_put_the_linear_schedules_grid_on_the_prefixed_
 
 @pytest.mark.parametrize("prefix_steps", [-1, 999])
 def test_timesteps_after_a_prefix_refuse_a_prefix_that_leaves_no_chain(prefix_steps):
-    with pytest.raises(ValueError, match=f"prefix_steps must lie in \\[0, 999\\) for 1000 timesteps, got {prefix_steps}"):
+    with pytest.raises(ValueError, match=f"log_snr_prefix_steps must be an integer in \\[0, 999\\) for a chain of 1000 timesteps, got {prefix_steps}"):
         timesteps_after_prefix("dpm-solver", DDPMFromScratchScheduler().config, 25, prefix_steps)

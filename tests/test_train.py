@@ -543,3 +543,13 @@ def test_a_high_snr_head_is_saved_as_trained_betas(tmp_path, tiny_config):
              "--output_dir", tmp_path / "out")
     theirs = DDPMScheduler.from_pretrained(tmp_path / "out", subfolder="scheduler")
     assert torch.equal(theirs.betas, torch.as_tensor(high_snr_head_betas(1000, 13, 300), dtype=torch.float32))
+
+
+def test_a_high_snr_prefix_is_saved_with_the_pipeline_so_its_samplers_step_past_it(tmp_path, tiny_config):
+    from ddpm_from_scratch import DDPMFromScratchPipeline
+
+    run_main("--model_config", tiny_config, "--loss", "simple", "--log_snr_max", "13", "--log_snr_prefix_steps", "50",
+             "--max_train_steps", "1", "--no_evaluate", "--logger", "none", "--save_images_steps", "100",
+             "--output_dir", tmp_path / "out")
+    pipe = DDPMFromScratchPipeline.from_pretrained(tmp_path / "out")
+    assert pipe.scheduler.config.num_train_timesteps == 1050 and pipe.log_snr_prefix_steps == 50

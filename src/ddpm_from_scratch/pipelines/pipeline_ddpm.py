@@ -39,6 +39,7 @@ from .pipeline_utils import (
     scheduler_reads_variance,
     step_kwargs,
 )
+from .chain_prefix import check_prefix_steps, scheduler_past_prefix, timesteps_past_prefix
 from .guidance import check_guidance_scale, guided_model_output
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -58,16 +59,38 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         id2label (`dict[int, str]`, *optional*):
             The names of a class-conditional model's classes, as diffusers' `DiTPipeline` takes them; saved in
             model_index.json, and accepted as `class_labels` (see `get_label_ids`).
+        log_snr_prefix_steps (`int`, defaults to 0):
+            N > 0 when the scheduler's first N timesteps are a high-SNR prefix added below the schedule the model
+            was designed on (``train.py --log_snr_prefix_steps N``; see ``chain_prefix``). The network and the bound
+            use the whole chain; a call with ``num_inference_steps`` ≤ T − N samples on the chain past the prefix,
+            with the sampler's own spacing there and the network asked at timestep s + N. Saved in
+            model_index.json.
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: ModelMixin, scheduler: SchedulerMixin, id2label: dict | None = None):
+    def __init__(self, unet: ModelMixin, scheduler: SchedulerMixin, id2label: dict | None = None,
+                 log_snr_prefix_steps: int = 0):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         if id2label is not None:
             # JSON keys are strings: the same mapping whether it came from Python or from model_index.json.
             self.register_to_config(id2label={str(int(k)): str(v) for k, v in id2label.items()})
+        if log_snr_prefix_steps and check_prefix_steps(log_snr_prefix_steps, scheduler.config.num_train_timesteps):
+            self.register_to_config(log_snr_prefix_steps=int(log_snr_prefix_steps))
+
+    @property
+    def log_snr_prefix_steps(self) -> int:
+        """N, the high-SNR prefix's timesteps that samplers step past (0: none)."""
+        return int(self.config.get("log_snr_prefix_steps", 0))
+
+    def _prefix_for(self, num_inference_steps: int | None, timesteps) -> int:
+        """The timesteps a call skips: N when it spaces `num_inference_steps` ≤ T − N steps itself, else 0 (an
+        explicit chain, or more steps than the chain past the prefix has: the whole chain)."""
+        prefix = check_prefix_steps(self.log_snr_prefix_steps, self.scheduler.config.num_train_timesteps)
+        if timesteps is not None or num_inference_steps is None:
+            return 0
+        return prefix if num_inference_steps <= self.scheduler.config.num_train_timesteps - prefix else 0
 
     @property
     def num_classes(self) -> int | None:
@@ -154,7 +177,8 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
                 equals the single image drawn with `generator[i]`.
             num_inference_steps (`int`, defaults to 1000):
                 The number of denoising steps. Fewer steps than the scheduler's `num_train_timesteps` respace the
-                reverse process.
+                reverse process. With a high-SNR prefix of N timesteps (`log_snr_prefix_steps`), up to T − N
+                steps are spaced over the chain past the prefix; more take the whole chain.
             output_type (`str`, defaults to `"pil"`):
                 `"pil"` (a list of `PIL.Image`, mode `"L"` for 1-channel models), `"np"` (an array of shape
                 `(B, H, W, C)` in [0, 1]) or `"pt"` (a tensor of shape `(B, C, H, W)` in [0, 1]).
@@ -181,30 +205,33 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         self._check_variance_channels()
         device = self._execution_device
 
+        prefix = self._prefix_for(num_inference_steps, timesteps)
+        scheduler = scheduler_past_prefix(self.scheduler, prefix)  # the scheduler itself when prefix = 0
         # Timesteps first: for σ-space schedulers (Euler, Heun, ...) init_noise_sigma depends on them.
         if timesteps is not None:
-            if "timesteps" not in inspect.signature(self.scheduler.set_timesteps).parameters:
+            if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
                 raise ValueError(f"`timesteps` needs a scheduler whose set_timesteps takes them; "
-                                 f"{type(self.scheduler).__name__}'s does not")
-            self.scheduler.set_timesteps(timesteps=timesteps, device=device)
+                                 f"{type(scheduler).__name__}'s does not")
+            scheduler.set_timesteps(timesteps=timesteps, device=device)
         else:
-            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            scheduler.set_timesteps(num_inference_steps, device=device)
         # x_T ~ N(0, σ_init² I): σ_init is 1 for DDPM/DDIM but not for σ-space schedulers.
         sample = randn_tensor(self._image_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
-        sample = sample * self.scheduler.init_noise_sigma
+        sample = sample * scheduler.init_noise_sigma
 
-        extra_step_kwargs = step_kwargs(self.scheduler, generator)
+        extra_step_kwargs = step_kwargs(scheduler, generator)
         channels = sample.shape[1]
         reads_variance = self._scheduler_reads_variance()
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = self.scheduler.scale_model_input(sample, t)
+        for t in self.progress_bar(scheduler.timesteps):
+            model_input = scheduler.scale_model_input(sample, t)
+            network_t = t + prefix  # timestep s past the prefix is timestep s + N of the chain the network knows
             if self.num_classes is None:
-                model_output = self.unet(model_input, t).sample
+                model_output = self.unet(model_input, network_t).sample
             else:
-                model_output = guided_model_output(self.unet, model_input, t, labels, self.num_classes,
+                model_output = guided_model_output(self.unet, model_input, network_t, labels, self.num_classes,
                                                    guidance_scale)
             noise_pred = output_for_scheduler(model_output, channels, reads_variance)
-            sample = self.scheduler.step(noise_pred, t, sample, **extra_step_kwargs).prev_sample
+            sample = scheduler.step(noise_pred, t, sample, **extra_step_kwargs).prev_sample
 
         images = self.postprocess(sample, output_type)
         self.maybe_free_model_hooks()
@@ -257,6 +284,9 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         if kwargs.get("class_labels") is not None:
             labels = self._class_labels_for(kwargs["class_labels"], images.shape[0], 1.0)
             kwargs["class_labels"] = labels
+        prefix = self._prefix_for(kwargs.get("num_inference_steps"), kwargs.get("timesteps"))
+        if prefix:  # the chain `__call__` samples with the same num_inference_steps
+            kwargs["timesteps"] = timesteps_past_prefix(self.scheduler, kwargs.pop("num_inference_steps"), prefix)
         return variational_bound(self.unet, self.scheduler, images.to(self._execution_device), generator=generator,
                                  **kwargs)
 
@@ -303,6 +333,9 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         so that case warns; with this package's scheduler and a fixed ``variance_type`` it raises `ValueError`.
 
         Save it with `save_pretrained` or push it with `push_to_hub`; ``scripts/export_diffusers.py`` does both.
+
+        A pipeline with a high-SNR prefix (`log_snr_prefix_steps`) warns: `DDPMPipeline` spaces its steps over the
+        whole chain, prefix included.
 
         A class-conditional model is refused (`ValueError`): `DDPMPipeline` takes no labels and would sample only
         the null label. Its U-Net alone converts, ``pipe.unet.to_unet2d()`` (a `UNet2DModel` with
@@ -357,6 +390,15 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
                 " wrong or fail. Export with DDPMFromScratchScheduler(variance_type='learned_range') (it becomes"
                 " DDPMScheduler(variance_type='learned_range')); DDPMFromScratchPipeline itself hands other samplers"
                 " ε only.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if self.log_snr_prefix_steps:
+            warnings.warn(
+                f"diffusers' DDPMPipeline cannot skip the high-SNR prefix (log_snr_prefix_steps="
+                f"{self.log_snr_prefix_steps}): it spaces num_inference_steps over all"
+                f" {self.scheduler.config.num_train_timesteps} timesteps (steps_offset cannot express it: with"
+                " 'leading' spacing it indexes past the chain's end).",
                 UserWarning,
                 stacklevel=2,
             )

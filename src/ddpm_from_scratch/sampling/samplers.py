@@ -14,6 +14,7 @@ import diffusers
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+from ..pipelines.chain_prefix import timesteps_past_prefix
 from ..schedulers.scheduling_ddpm import DDPMFromScratchScheduler
 
 SAMPLERS = {
@@ -82,21 +83,14 @@ def scheduler_for(name: str, config):
 
 def timesteps_after_prefix(name: str, config, num_inference_steps: int, prefix_steps: int) -> list[int]:
     """The timesteps sampler `name` takes in `num_inference_steps` steps on a chain's last T − N timesteps alone,
-    moved onto the whole chain (+ N, with N = `prefix_steps`).
+    moved onto the whole chain (+ N, with N = `prefix_steps`): `pipelines.chain_prefix.timesteps_past_prefix` for the
+    sampler of that name.
 
     For a schedule with a high-SNR prefix (`schedulers.log_snr_schedules.high_snr_prefix_betas`), whose timestep
-    N + s has the linear schedule's ᾱ_s: the sampler then steps on exactly the linear schedule's grid, and its
-    last x̂_0 comes from the linear part. Left to its own spacing over all N + T timesteps, DPM-Solver++ would end
-    with one second-order step across the prefix's whole rise in log SNR, where its extrapolation overshoots.
+    N + s has the linear schedule's ᾱ_s, this is the linear schedule's grid: the chain a `DDPMFromScratchPipeline`
+    with ``log_snr_prefix_steps=N`` samples on, as an explicit ``timesteps=`` list.
     """
-    total = config["num_train_timesteps"]
-    if not 0 <= prefix_steps < total - 1:
-        raise ValueError(f"prefix_steps must lie in [0, {total - 1}) for {total} timesteps, got {prefix_steps}")
-    betas = scheduler_for("ddpm", config).betas
-    rest = dict(config, num_train_timesteps=total - prefix_steps, trained_betas=betas[prefix_steps:].tolist())
-    sampler = scheduler_for(name, rest)
-    sampler.set_timesteps(num_inference_steps)
-    return [int(t) + prefix_steps for t in sampler.timesteps]
+    return [int(t) for t in timesteps_past_prefix(scheduler_for(name, config), num_inference_steps, prefix_steps)]
 
 
 def generate(pipeline, num_images: int, sampler: str, num_inference_steps: int, seed: int,
