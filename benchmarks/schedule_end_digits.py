@@ -16,9 +16,10 @@ variant says otherwise) with only the schedule's end and the network's input cha
 
 Each is evaluated the same way: bits/dim of the variational bound on all 300 held-out digits (1000- or 1050-step
 chain, one Monte-Carlo draw per term, seed 0) with its decoder term; classifier FID / KID of ``--num_samples``
-DPM-Solver++ samples (25 steps, image i drawn with seed i) against the held-out digits, on the sampler's own
-spacing of the whole chain and, for a prefixed schedule, on the linear part's spacing
-(`sampling.samplers.timesteps_after_prefix`: exactly the default model's grid in log SNR).
+DPM-Solver++ samples (25 steps, image i drawn with seed i) against the held-out digits, as the saved pipeline
+samples by default (for a prefixed schedule: on the chain past the prefix, exactly the default model's grid in log
+SNR; see `pipelines.chain_prefix`) and, for a prefixed schedule, also with the sampler's own spacing of the whole
+chain of 1050 timesteps.
 
 Results go to ``--json`` after every row (a long run keeps what it has) and a Markdown table is printed.
 """
@@ -32,16 +33,16 @@ from pathlib import Path
 from harness import launch_training, resumable_results, train_then_evaluate
 
 PREFIX = ["--log_snr_max", "13", "--log_snr_prefix_steps", "50"]
-# name: (train.py flags, training steps, prefix steps N)
+# name: (train.py flags, training steps)
 VARIANTS = {
-    "linear": ([], 2000, 0),
-    "linear-fourier4-8": (["--fourier_features", "4", "5", "6", "7", "8"], 2000, 0),
-    "prefix50-fourier4-8": (PREFIX + ["--fourier_features", "4", "5", "6", "7", "8"], 2000, 50),
-    "prefix50-fourier4-6": (PREFIX + ["--fourier_features", "4", "5", "6"], 2000, 50),
-    "prefix50-fourier4-5": (PREFIX + ["--fourier_features", "4", "5"], 2000, 50),
-    "prefix50-fourier4-6-4000steps": (PREFIX + ["--fourier_features", "4", "5", "6"], 4000, 50),
+    "linear": ([], 2000),
+    "linear-fourier4-8": (["--fourier_features", "4", "5", "6", "7", "8"], 2000),
+    "prefix50-fourier4-8": (PREFIX + ["--fourier_features", "4", "5", "6", "7", "8"], 2000),
+    "prefix50-fourier4-6": (PREFIX + ["--fourier_features", "4", "5", "6"], 2000),
+    "prefix50-fourier4-5": (PREFIX + ["--fourier_features", "4", "5"], 2000),
+    "prefix50-fourier4-6-4000steps": (PREFIX + ["--fourier_features", "4", "5", "6"], 4000),
     "head100-fourier4-8": (["--log_snr_max", "13", "--log_snr_head_steps", "100",
-                            "--fourier_features", "4", "5", "6", "7", "8"], 2000, 0),
+                            "--fourier_features", "4", "5", "6", "7", "8"], 2000),
 }
 SAMPLER, STEPS = "dpm-solver", 25
 
@@ -58,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(variant: str, args: argparse.Namespace) -> dict:
-    flags, steps, _ = VARIANTS[variant]
+    flags, steps = VARIANTS[variant]
     return launch_training(Path(args.runs_dir) / variant, steps, *flags)
 
 
@@ -67,12 +68,11 @@ def evaluate(variant: str, args: argparse.Namespace, record: dict, save) -> None
     from ddpm_from_scratch.evaluation.digit_classifier import load_digits_tensors
     from ddpm_from_scratch.evaluation.evaluate import bound_summary
     from ddpm_from_scratch.evaluation.metrics import digit_sample_quality
-    from ddpm_from_scratch.sampling.samplers import generate, timesteps_after_prefix
+    from ddpm_from_scratch.sampling.samplers import generate, scheduler_for
 
     pipe = DDPMFromScratchPipeline.from_pretrained(Path(args.runs_dir) / variant)
     pipe.unet.eval()
     pipe.set_progress_bar_config(disable=True)
-    _, _, prefix_steps = VARIANTS[variant]
     if "bound" not in record:
         started = time.time()
         images, _ = load_digits_tensors("test")
@@ -81,9 +81,11 @@ def evaluate(variant: str, args: argparse.Namespace, record: dict, save) -> None
         save()
         print(f"{variant}: {record['bound']['bits_per_dim']:.3f} bits/dim", flush=True)
     quality = record.setdefault("sample_quality", {})
-    grids = {"own spacing": None}
-    if prefix_steps:
-        grids["after the prefix"] = timesteps_after_prefix(SAMPLER, pipe.scheduler.config, STEPS, prefix_steps)
+    grids = {"default": None}  # as the saved pipeline samples: past its prefix, if it has one
+    if pipe.log_snr_prefix_steps:
+        whole = scheduler_for(SAMPLER, pipe.scheduler.config)
+        whole.set_timesteps(STEPS)
+        grids["whole chain"] = [int(t) for t in whole.timesteps]
     for key, timesteps in grids.items():
         if key in quality:
             continue
@@ -101,8 +103,9 @@ def evaluate(variant: str, args: argparse.Namespace, record: dict, save) -> None
 
 def table(results: dict) -> str:
     lines = ["| variant | train steps | bits/dim (300 held-out) | decoder L_0 | classifier FID, DPM-Solver++ 25, "
-             "own spacing | … on the linear part | train time |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for variant, (_, steps, _) in VARIANTS.items():
+             "as the pipeline samples | … own spacing of the whole chain | train time |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for variant, (_, steps) in VARIANTS.items():
         run = results["runs"].get(variant)
         if run is None:
             continue
@@ -115,8 +118,8 @@ def table(results: dict) -> str:
         bits = f"{bound['bits_per_dim']:.3f} ± {bound['bits_per_dim_std_error']:.3f}" if bound else ""
         decoder = f"{bound['decoder_bits_per_dim']:.3f}" if bound else ""
         minutes = f"{run['train_seconds'] / 60:.1f} min" if "train_seconds" in run else ""
-        lines.append(f"| {variant} | {steps} | {bits} | {decoder} | {fid('own spacing')} | "
-                     f"{fid('after the prefix')} | {minutes} |")
+        lines.append(f"| {variant} | {steps} | {bits} | {decoder} | {fid('default')} | {fid('whole chain')} | "
+                     f"{minutes} |")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ import yaml
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
-from ddpm_from_scratch.pipelines import guidance, pipeline_ddpm, pipeline_utils
+from ddpm_from_scratch.pipelines import chain_prefix, guidance, pipeline_ddpm, pipeline_utils
 from ddpm_from_scratch.schedulers import scheduling_ddpm
 from ddpm_from_scratch.models import unet
 from ddpm_from_scratch.hub.upload import HubUploadError, hub_upload_files, push_pipeline_folder
@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "model_card.md"
 EXPORT = ROOT / "scripts" / "export_diffusers.py"
 CODE = {"pipeline.py": pipeline_ddpm.__file__, "pipeline_utils.py": pipeline_utils.__file__,
-        "guidance.py": guidance.__file__, "unet/unet.py": unet.__file__, "scheduler/scheduling_ddpm.py": scheduling_ddpm.__file__}
+        "guidance.py": guidance.__file__, "chain_prefix.py": chain_prefix.__file__, "unet/unet.py": unet.__file__,
+        "scheduler/scheduling_ddpm.py": scheduling_ddpm.__file__}
 PIPELINE_FILES = {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                   "scheduler/scheduler_config.json"}
 
