@@ -106,3 +106,31 @@ def test_bound_variances_benchmark_writes_every_row(tmp_path, tiny_pipeline_dir,
     assert record["bits_per_dim"]["analytic:50"] == {**record["bits_per_dim"]["analytic_optimal:50"],
                                                       "seconds": record["bits_per_dim"]["analytic:50"]["seconds"]}
     assert all(math.isfinite(row["bits_per_dim"]) for row in record["bits_per_dim"].values())
+
+
+def test_schedule_end_benchmark_scores_a_prefixed_pipeline_as_it_samples_and_on_the_whole_chain(tmp_path, monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from ddpm_from_scratch import DDPMFromScratchPipeline, DDPMFromScratchScheduler, DDPMFromScratchUNet
+    from ddpm_from_scratch.schedulers.log_snr_schedules import high_snr_prefix_betas
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("schedule_end_digits", BENCHMARKS / "schedule_end_digits.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    torch.manual_seed(0)
+    unet = DDPMFromScratchUNet(sample_size=8, in_channels=1, out_channels=1, base_channels=8, channel_multipliers=(1, 2),
+                               num_res_blocks=1, attention_levels=(1,), norm_num_groups=4)
+    scheduler = DDPMFromScratchScheduler(num_train_timesteps=105,
+                                         trained_betas=high_snr_prefix_betas(100, 13, 5).tolist())
+    variant = "prefix50-fourier4-5"
+    DDPMFromScratchPipeline(unet=unet, scheduler=scheduler, log_snr_prefix_steps=5).save_pretrained(tmp_path / variant)
+    output = tmp_path / "schedule_end.json"
+    benchmark.main(["--phase", "evaluate", "--runs_dir", str(tmp_path), "--variants", variant, "--json", str(output),
+                    "--num_samples", "20", "--batch_size", "20"])
+    record = json.loads(output.read_text())["runs"][variant]
+    assert math.isfinite(record["bound"]["bits_per_dim"])
+    assert set(record["sample_quality"]) == {"default", "whole chain"}
+    assert min(record["sample_quality"]["whole chain"]["timesteps"]) < 5  # the whole chain reaches into the prefix
