@@ -452,8 +452,9 @@ def resumable_results(path: Path | str, start: dict) -> tuple[dict, Callable[[],
 
 
 def launch_training(output_dir: Path | str, max_train_steps: int, *flags: str) -> dict:
-    """`make train`'s command (one process, float32, no evaluation, no logger) into `output_dir` with `flags`, run
-    to the end; returns its wall time and command, as the digits benchmarks record them."""
+    """`scripts/train.py` as `make train` launches it (one process, float32; here without evaluation or logger) into
+    `output_dir` with `flags` in place of the Makefile's TRAIN_FLAGS, run to the end; returns its wall time and
+    command, as the digits benchmarks record them."""
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", str(root / "scripts" / "train.py"),

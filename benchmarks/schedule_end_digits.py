@@ -5,8 +5,9 @@
     python benchmarks/schedule_end_digits.py --phase evaluate   # bound + sample quality of each
     python benchmarks/schedule_end_digits.py                    # both
 
-Each run is `make train`'s command (L_hybrid, batch 128, seed 0, the `digits` width, EMA; 2,000 steps unless the
-variant says otherwise) with only the schedule's end and the network's input changed:
+Each run is `scripts/train.py`'s defaults (L_hybrid, batch 128, seed 0, the `digits` width, EMA; 2,000 steps unless
+the variant says otherwise) with only the schedule's end, the network's input and the seed changed (`make train` is
+``prefix50-fourier4-6-4000steps``):
 
 - ``linear``: the default (β 1e-4 → 0.02, log SNR 9.2 at t = 0);
 - ``linear-fourier``: the same with VDM's Fourier features of x_t, exponents 4–8;
@@ -36,11 +37,16 @@ PREFIX = ["--log_snr_max", "13", "--log_snr_prefix_steps", "50"]
 # name: (train.py flags, training steps)
 VARIANTS = {
     "linear": ([], 2000),
+    "linear-seed1": (["--seed", "1"], 2000),
     "linear-fourier4-8": (["--fourier_features", "4", "5", "6", "7", "8"], 2000),
     "prefix50-fourier4-8": (PREFIX + ["--fourier_features", "4", "5", "6", "7", "8"], 2000),
     "prefix50-fourier4-6": (PREFIX + ["--fourier_features", "4", "5", "6"], 2000),
     "prefix50-fourier4-5": (PREFIX + ["--fourier_features", "4", "5"], 2000),
+    "prefix50-fourier4-5-seed1": (PREFIX + ["--fourier_features", "4", "5", "--seed", "1"], 2000),
     "prefix50-fourier4-6-4000steps": (PREFIX + ["--fourier_features", "4", "5", "6"], 4000),
+    # `make train`'s run (its TRAIN_FLAGS), at three training seeds:
+    "prefix50-fourier4-6-4000steps-seed1": (PREFIX + ["--fourier_features", "4", "5", "6", "--seed", "1"], 4000),
+    "prefix50-fourier4-6-4000steps-seed2": (PREFIX + ["--fourier_features", "4", "5", "6", "--seed", "2"], 4000),
     "head100-fourier4-8": (["--log_snr_max", "13", "--log_snr_head_steps", "100",
                             "--fourier_features", "4", "5", "6", "7", "8"], 2000),
 }
