@@ -4,8 +4,8 @@ The sampling loop of Ho et al. (2020), Algorithm 2: draw x_T ~ N(0, I), then for
 each timestep ask the network for ε_θ(x_t, t) and let the scheduler take the
 reverse step x_t → x_{t-1}.
 
-This module imports only torch, numpy, inspect, diffusers and its sibling ``pipeline_utils`` (the Hub mechanics
-it shares with the toy pipelines) at module level, so that it ships verbatim inside every saved folder and Hub
+This module imports only torch, numpy, inspect, diffusers and its siblings ``pipeline_utils`` (the Hub mechanics
+it shares with the toy pipelines), ``guidance`` and ``chain_prefix`` at module level, so that it ships verbatim inside every saved folder and Hub
 repository (as ``pipeline.py``, beside ``pipeline_utils.py``) and loads with ``trust_remote_code``; see
 ``pipeline_utils`` for that layout. The loop talks to the scheduler only through diffusers' scheduler protocol
 (``init_noise_sigma``, ``set_timesteps``, ``scale_model_input``, ``step``), so any diffusers scheduler whose config
