@@ -86,6 +86,22 @@ def test_the_chain_past_the_prefix_keeps_the_last_entries_of_analytic_dpms_table
     assert scheduler_past_prefix(scheduler, PREFIX).config.gamma == pytest.approx(gamma[PREFIX:])
 
 
+@pytest.mark.parametrize("name", ["ddpm", "dpm-solver", "UniPCMultistepScheduler", "EulerDiscreteScheduler"])
+def test_a_zero_terminal_snr_chain_past_the_prefix_keeps_the_rescaled_alphas_cumprod(name):
+    sampler = scheduler_for(name, prefixed_scheduler(rescale_betas_zero_snr=True).config)
+    past = scheduler_past_prefix(sampler, PREFIX)
+    assert past.config.rescale_betas_zero_snr
+    torch.testing.assert_close(past.alphas_cumprod.double(), sampler.alphas_cumprod[PREFIX:].double(),
+                               rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "dpm-solver", "UniPCMultistepScheduler", "EulerDiscreteScheduler"])
+def test_a_zero_terminal_snr_prefixed_pipeline_samples_finite_images(name):
+    sampler = scheduler_for(name, prefixed_scheduler(rescale_betas_zero_snr=True).config)
+    images = draw(pipeline(tiny_unet(), sampler, log_snr_prefix_steps=PREFIX), num_inference_steps=10)
+    assert torch.isfinite(images).all()
+
+
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm-solver", "UniPCMultistepScheduler", "EulerDiscreteScheduler"])
 def test_a_prefixed_pipeline_samples_the_linear_models_chain_with_the_network_asked_later(name):
     unet = tiny_unet()

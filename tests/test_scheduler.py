@@ -852,6 +852,28 @@ def test_trained_betas_outside_zero_one_are_refused(bad):
         DDPMFromScratchScheduler(num_train_timesteps=3, trained_betas=[0.1, bad, 0.2])
 
 
+def test_zero_terminal_snr_betas_given_as_trained_betas_rescale_to_themselves():
+    rescaled = DDPMFromScratchScheduler(beta_schedule="scaled_linear", rescale_betas_zero_snr=True)
+    assert rescaled.betas[-1].item() == 1.0
+    again = DDPMFromScratchScheduler(trained_betas=rescaled.betas.tolist(), rescale_betas_zero_snr=True)
+    ref = DDPMScheduler(trained_betas=rescaled.betas.tolist(), rescale_betas_zero_snr=True)
+    torch.testing.assert_close(again.alphas_cumprod, ref.alphas_cumprod, rtol=0, atol=0)
+    torch.testing.assert_close(again.alphas_cumprod, rescaled.alphas_cumprod, rtol=1e-5, atol=1e-9)
+
+
+def test_a_last_beta_of_one_is_refused_without_zero_terminal_snr():
+    with pytest.raises(ValueError, match=r"trained_betas must all lie in \(0, 1\)"):
+        DDPMFromScratchScheduler(num_train_timesteps=3, trained_betas=[0.1, 0.2, 1.0])
+
+
+@pytest.mark.parametrize("position", [0, 1], ids=["first", "middle"])
+def test_a_beta_of_one_before_the_last_is_refused_even_with_zero_terminal_snr(position):
+    betas = [0.1, 0.2, 1.0]
+    betas[position], betas[-1] = 1.0, 0.3
+    with pytest.raises(ValueError, match="trained_betas"):
+        DDPMFromScratchScheduler(num_train_timesteps=3, trained_betas=betas, rescale_betas_zero_snr=True)
+
+
 def test_trained_betas_of_the_wrong_length_are_refused():
     with pytest.raises(ValueError, match="trained_betas.*num_train_timesteps=1000"):
         DDPMFromScratchScheduler(trained_betas=[0.1, 0.2])

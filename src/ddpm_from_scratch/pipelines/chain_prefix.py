@@ -40,7 +40,8 @@ def scheduler_past_prefix(scheduler, prefix_steps: int):
     timestep N + s of `scheduler`, with the same ᾱ (to float32 rounding).
 
     Its β are β'_0 = 1 − ᾱ_N and β'_s = β_{N+s} (s ≥ 1), passed as ``trained_betas``; any other per-timestep table in
-    the config (Analytic-DPM's Γ) keeps its last T − N entries. With N = 0 it is `scheduler` itself.
+    the config (Analytic-DPM's Γ) keeps its last T − N entries; ``rescale_betas_zero_snr`` is kept. With N = 0 it is
+    `scheduler` itself.
     """
     total = scheduler.config.num_train_timesteps
     prefix_steps = check_prefix_steps(prefix_steps, total)
@@ -56,8 +57,8 @@ def scheduler_past_prefix(scheduler, prefix_steps: int):
         num_train_timesteps=total - prefix_steps,
         trained_betas=torch.cat([first.reshape(1), betas[prefix_steps + 1:]]).tolist(),
     )
-    if "rescale_betas_zero_snr" in config:
-        config["rescale_betas_zero_snr"] = False  # `betas` already are the rescaled ones
+    # With rescale_betas_zero_snr the betas are already rescaled, ending in β = 1; rescaling them again is the
+    # identity, and keeping the flag keeps each scheduler's own care of ᾱ = 0 (Euler's and DPM-Solver's 2⁻²⁴ floor).
     return type(scheduler).from_config(config)
 
 

@@ -299,7 +299,8 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
             ``"squaredcos_cap_v2"`` (cosine) or ``"sigmoid"``. See [`betas_for_schedule`].
         trained_betas (`np.ndarray` or `list[float]`, *optional*):
             β_0..β_{T−1} given explicitly (length ``num_train_timesteps``, each in (0, 1)); overrides
-            ``beta_schedule``, ``beta_start`` and ``beta_end``.
+            ``beta_schedule``, ``beta_start`` and ``beta_end``. With ``rescale_betas_zero_snr`` the last may be
+            exactly 1: such betas already have zero terminal SNR, and rescaling them is the identity.
         variance_type (`str`, defaults to ``"fixed_small"``):
             σ_t² of the reverse step: ``"fixed_small"``: the posterior variance β̃_t (clamped at 1e-20);
             ``"fixed_large"``: β'_t; ``"fixed_small_log"``/``"fixed_large_log"``: the same, computed in
@@ -389,7 +390,8 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
         if not 0 < dynamic_thresholding_ratio <= 1:
             raise ValueError(f"dynamic_thresholding_ratio must be in (0, 1], got {dynamic_thresholding_ratio}")
 
-        betas = self._initial_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
+        betas = self._initial_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+                                    rescale_betas_zero_snr)
         if rescale_betas_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
 
@@ -413,6 +415,7 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
         beta_end: float,
         beta_schedule: str,
         trained_betas: np.ndarray | list[float] | None,
+        rescale_betas_zero_snr: bool = False,
     ) -> torch.Tensor:
         if trained_betas is not None:
             betas = torch.as_tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
@@ -422,9 +425,13 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
                     f" got shape {tuple(betas.shape)}"
                 )
             # Checked after rounding to float32: 1 − 1e-9 becomes 1.0 there.
-            if not bool(((betas > 0) & (betas < 1)).all()):
+            inside = (betas > 0) & (betas < 1)
+            if rescale_betas_zero_snr:  # already zero terminal SNR: what rescaling them would give
+                inside[-1] = (betas[-1] > 0) & (betas[-1] <= 1)
+            if not bool(inside.all()):
+                allowed = "(0, 1), the last in (0, 1]," if rescale_betas_zero_snr else "(0, 1)"
                 raise ValueError(
-                    f"trained_betas must all lie in (0, 1) (in float32), got values in"
+                    f"trained_betas must all lie in {allowed} (in float32), got values in"
                     f" [{betas.min().item()}, {betas.max().item()}]"
                 )
             return betas
