@@ -141,6 +141,18 @@ def test_the_bound_of_k_steps_is_the_bound_of_the_chain_the_pipeline_samples():
     torch.testing.assert_close(got.bits_per_dim, expected.bits_per_dim, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "PNDMScheduler"])
+def test_the_bound_of_k_steps_past_the_prefix_is_that_of_the_ddpm_chain_whatever_the_sampler(name):
+    unet, scheduler = tiny_unet(), prefixed_scheduler()
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)).mul(255).round().div(127.5).sub(1)
+
+    def bound(sampler):
+        return pipeline(unet, sampler, log_snr_prefix_steps=PREFIX).variational_bound(
+            images, torch.Generator().manual_seed(1), progress=False, num_inference_steps=10).bits_per_dim
+
+    torch.testing.assert_close(bound(scheduler_for(name, scheduler.config)), bound(scheduler), rtol=0, atol=0)
+
+
 def test_timesteps_past_the_prefix_are_the_linear_grid_moved_by_the_prefix():
     linear = linear_scheduler()
     linear.set_timesteps(10)

@@ -266,10 +266,10 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         r"""The variational bound −log p_θ(x_0) ≤ L_T + Σ_t L_{t−1} + L_0 of `images`, in bits/dim.
 
         `images` are in [-1, 1] on the 8-bit grid, shape (B, C, H, W). Calls
-        `ddpm_from_scratch.likelihood.variational_bound` with this pipeline's U-Net and scheduler (which must
-        be a DDPM scheduler: the bound is a property of the DDPM chain); other keyword arguments go through,
-        among them ``num_inference_steps=K`` or ``timesteps=[...]`` for the bound of the respaced chain that
-        `__call__` samples with the same argument, and ``class_labels`` (indices or `id2label` names, one per
+        `ddpm_from_scratch.likelihood.variational_bound` with this pipeline's U-Net and scheduler (the bound is a
+        property of the DDPM chain the scheduler's config describes, whatever sampler it is); other keyword
+        arguments go through, among them ``num_inference_steps=K`` or ``timesteps=[...]`` for the bound of the
+        respaced DDPM chain (the one `__call__` samples when the scheduler is a DDPM one), and ``class_labels`` (indices or `id2label` names, one per
         image) for a class-conditional model's bound given the label.
         Needs the ddpm-from-scratch package itself, not only this file.
         """
@@ -278,17 +278,18 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         import importlib
 
         try:
-            variational_bound = importlib.import_module("ddpm_from_scratch.likelihood").variational_bound
+            likelihood = importlib.import_module("ddpm_from_scratch.likelihood")
         except ImportError as error:  # this file may be running from a Hub repo without the package
             raise ImportError("variational_bound needs `pip install ddpm-from-scratch`.") from error
         if kwargs.get("class_labels") is not None:
             labels = self._class_labels_for(kwargs["class_labels"], images.shape[0], 1.0)
             kwargs["class_labels"] = labels
         prefix = self._prefix_for(kwargs.get("num_inference_steps"), kwargs.get("timesteps"))
-        if prefix:  # the chain `__call__` samples with the same num_inference_steps
-            kwargs["timesteps"] = timesteps_past_prefix(self.scheduler, kwargs.pop("num_inference_steps"), prefix)
-        return variational_bound(self.unet, self.scheduler, images.to(self._execution_device), generator=generator,
-                                 **kwargs)
+        if prefix:  # the DDPM chain's own K steps past the prefix, as the bound spaces them without one
+            chain = likelihood.ddpm_chain(self.scheduler)
+            kwargs["timesteps"] = timesteps_past_prefix(chain, kwargs.pop("num_inference_steps"), prefix)
+        return likelihood.variational_bound(self.unet, self.scheduler, images.to(self._execution_device),
+                                            generator=generator, **kwargs)
 
     # ------------------------------------------------------------------------------------- plain diffusers
 
