@@ -158,7 +158,7 @@ def evaluate(name: str, folder: str, args, record: dict, save) -> None:
             if key in quality or variance not in args.fid_variances.split(","):
                 continue
             started = time.time()
-            sampler = DDPMFromScratchPipeline(unet=pipe.unet, scheduler=scheduler)
+            sampler = pipe.with_components(scheduler=scheduler)
             sampler.set_progress_bar_config(disable=True)
             kwargs = chain_kwargs(variance, steps, scheduler)
             chunks = []

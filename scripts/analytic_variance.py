@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ddpm_from_scratch.schedulers.analytic_variance import GAMMA_ESTIMATORS, analytic_scheduler, estimate_gamma
+from ddpm_from_scratch.schedulers.analytic_variance import GAMMA_ESTIMATORS, to_analytic
 from ddpm_from_scratch.data.images import check_image_folder
 from ddpm_from_scratch.evaluation.evaluate import held_out_images, reference_training_images
 from ddpm_from_scratch.hub.loading import exit_with_usage_error, load_pipeline_or_exit
@@ -64,11 +64,10 @@ def main(argv: list[str] | None = None):
         images = held_out_images(pipeline.unet.config, args.data_dir)
     generator = torch.Generator().manual_seed(args.seed)
     chosen = torch.randperm(len(images), generator=generator)[: args.num_images]
-    pipeline.unet.eval()
-    gamma = estimate_gamma(pipeline.unet, pipeline.scheduler, images[chosen].to(pipeline.device),
-                           generator=generator, progress=not args.quiet, estimator=args.estimator)
-    analytic = type(pipeline)(unet=pipeline.unet, scheduler=analytic_scheduler(pipeline.scheduler, gamma))
+    analytic = to_analytic(pipeline, images[chosen], generator=generator, progress=not args.quiet,
+                           estimator=args.estimator)
     analytic.save_pretrained(args.output_dir)
+    gamma = analytic.scheduler.config.gamma
     print(f"Γ from {len(chosen)} training images per timestep (Γ_0 = {gamma[0]:.4f}, Γ_T-1 = {gamma[-1]:.4f}); wrote "
           f"{args.output_dir}/: DDPMFromScratchPipeline.from_pretrained({args.output_dir!r}) samples with σ*².",
           file=sys.stderr)

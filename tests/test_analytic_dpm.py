@@ -241,6 +241,23 @@ def test_analytic_variance_script_writes_a_loadable_pipeline(tmp_path, tiny_pipe
     assert all(np.isfinite(loaded.scheduler.config.gamma))
 
 
+def test_analytic_variance_script_keeps_the_pipelines_high_snr_prefix(tmp_path, tiny_pipeline_dir):
+    from script_modules import load_script
+
+    from ddpm_from_scratch.schedulers.log_snr_schedules import high_snr_prefix_betas
+
+    source = DDPMFromScratchPipeline.from_pretrained(tiny_pipeline_dir)
+    betas = high_snr_prefix_betas(40, 13.0, 10).tolist()
+    prefixed = DDPMFromScratchPipeline(unet=source.unet, log_snr_prefix_steps=10,
+                                       scheduler=DDPMFromScratchScheduler(num_train_timesteps=50, trained_betas=betas))
+    prefixed.save_pretrained(tmp_path / "prefixed")
+    load_script("analytic_variance").main([str(tmp_path / "prefixed"), "--output_dir", str(tmp_path / "out"),
+                                           "--num_images", "2", "--quiet"])
+    loaded = DDPMFromScratchPipeline.from_pretrained(tmp_path / "out")
+    assert isinstance(loaded.scheduler, AnalyticDPMScheduler)
+    assert loaded.log_snr_prefix_steps == 10
+
+
 def test_pipeline_samples_on_an_explicit_chain_as_set_timesteps_does():
     pipe = DDPMFromScratchPipeline(unet=GaussianOptimalDenoiser(sample_size=4, num_train_timesteps=T),
                                    scheduler=exact_analytic_scheduler())

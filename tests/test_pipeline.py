@@ -244,6 +244,22 @@ def test_from_pretrained_takes_a_replacement_scheduler(tmp_path):
     assert loaded(num_inference_steps=4, output_type="pt").images.shape == (1, 1, 8, 8)
 
 
+def test_with_components_swaps_the_scheduler_and_keeps_the_unet_and_settings():
+    pipe = tiny_unet_pipeline()
+    pipe = DDPMFromScratchPipeline(unet=pipe.unet, scheduler=pipe.scheduler, id2label={0: "zero"},
+                                   log_snr_prefix_steps=5)
+    ddim = DDIMScheduler(num_train_timesteps=20)
+    swapped = pipe.with_components(scheduler=ddim)
+    assert swapped.scheduler is ddim and swapped.unet is pipe.unet
+    assert (swapped.id2label, swapped.log_snr_prefix_steps) == ({0: "zero"}, 5)
+    assert isinstance(pipe.scheduler, DDPMFromScratchScheduler)
+
+
+def test_with_components_refuses_a_component_the_pipeline_does_not_have():
+    with pytest.raises(ValueError, match="no component 'vae'.*'scheduler', 'unet'"):
+        tiny_unet_pipeline().with_components(vae=None)
+
+
 @pytest.mark.parametrize("num_inference_steps", [20, 7])
 def test_samples_equal_diffusers_ddpm_pipeline_with_the_same_unet_and_seed(num_inference_steps):
     pipe = tiny_unet_pipeline()

@@ -234,6 +234,22 @@ class HubPipelineMixin:
     code from the folder or repo.
     """
 
+    def with_components(self, **components):
+        r"""A pipeline of this class with this one's components and settings, the components named replaced:
+        ``pipe.with_components(scheduler=analytic)``.
+
+        The settings are the pipeline's own config entries (``id2label``, ``log_snr_prefix_steps``), so a swapped
+        scheduler keeps them; `self` is left as it is. Unlike diffusers' ``from_pipe``, the components keep their
+        dtype and device, and a subclass of the annotated type (our U-Net for ``ModelMixin``) is kept too.
+        """
+        unknown = sorted(set(components) - set(self.components))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no component {unknown[0]!r}; its components are "
+                             f"{sorted(self.components)}")
+        settings = {key: value for key, value in self.config.items()
+                    if not key.startswith("_") and key not in self.components}
+        return type(self)(**{**self.components, **components}, **settings)
+
     @classmethod
     def download(cls, pretrained_model_name: str, **kwargs) -> str:
         r"""Download a pipeline repo into the Hugging Face cache and return its snapshot folder.

@@ -161,8 +161,8 @@ def optimal_trajectory(scheduler: AnalyticDPMScheduler, num_inference_steps: int
 
 def to_analytic(pipeline: Any, images: torch.Tensor, generator: torch.Generator | None = None,
                 progress: bool = True, estimator: str = "error") -> Any:
-    """The same pipeline class with the same U-Net and an [`AnalyticDPMScheduler`] whose Γ is estimated on
-    ``images`` (training images in [−1, 1])."""
+    """The same pipeline (class, U-Net and settings such as ``id2label`` or ``log_snr_prefix_steps``) with an
+    [`AnalyticDPMScheduler`] whose Γ is estimated on ``images`` (training images in [−1, 1])."""
     unet = pipeline.unet
     was_training = unet.training
     unet.eval()
@@ -171,7 +171,7 @@ def to_analytic(pipeline: Any, images: torch.Tensor, generator: torch.Generator 
                                progress=progress, estimator=estimator)
     finally:
         unet.train(was_training)
-    return type(pipeline)(unet=unet, scheduler=analytic_scheduler(pipeline.scheduler, gamma))
+    return pipeline.with_components(scheduler=analytic_scheduler(pipeline.scheduler, gamma))
 
 
 __all__ = ["AnalyticDPMScheduler", "DDPMFromScratchScheduler", "analytic_scheduler", "estimate_gamma",
