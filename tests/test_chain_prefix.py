@@ -159,6 +159,19 @@ def test_timesteps_past_the_prefix_are_the_linear_grid_moved_by_the_prefix():
     assert timesteps_past_prefix(prefixed_scheduler(), 10, PREFIX) == [int(t) + PREFIX for t in linear.timesteps]
 
 
+@pytest.mark.parametrize("name", ["dpm-solver", "ddim", "ddpm"])
+def test_the_default_runs_prefix_puts_the_linear_schedules_grid_on_the_prefixed_chain(name):
+    linear = DDPMFromScratchScheduler()
+    prefixed = DDPMFromScratchScheduler(num_train_timesteps=1050,
+                                        trained_betas=high_snr_prefix_betas(1000, 13.0, 50).tolist())
+    reference = scheduler_for(name, linear.config)
+    reference.set_timesteps(25)
+    timesteps = timesteps_past_prefix(scheduler_for(name, prefixed.config), 25, 50)
+    assert timesteps == [int(t) + 50 for t in reference.timesteps]
+    torch.testing.assert_close(prefixed.alphas_cumprod[timesteps].double(),
+                               linear.alphas_cumprod[reference.timesteps].double(), rtol=0, atol=1e-6)
+
+
 def test_the_prefix_is_saved_in_model_index_and_loaded_back(tmp_path):
     pipeline(tiny_unet(), prefixed_scheduler(), log_snr_prefix_steps=PREFIX).save_pretrained(tmp_path)
     assert json.loads((tmp_path / "model_index.json").read_text())["log_snr_prefix_steps"] == PREFIX

@@ -15,7 +15,6 @@ from ddpm_from_scratch.sampling.samplers import (
     default_num_inference_steps,
     sampler_name,
     scheduler_for,
-    timesteps_after_prefix,
 )
 
 HAS_TORCHSDE = importlib.util.find_spec("torchsde") is not None
@@ -105,24 +104,3 @@ def test_sampling_by_class_name_is_sampling_with_that_scheduler(tiny_pipeline_di
     direct = pipe(batch_size=2, generator=[torch.Generator().manual_seed(7 + i) for i in range(2)],
                   num_inference_steps=5, output_type="pt").images
     torch.testing.assert_close(by_name, direct)
-
-
-@pytest.mark.parametrize("name", ["dpm-solver", "ddim", "ddpm"])
-def test_timesteps_after_a_prefix_put_the_linear_schedules_grid_on_the_prefixed_chain(name):
-    from ddpm_from_scratch.schedulers.log_snr_schedules import high_snr_prefix_betas
-
-    linear = DDPMFromScratchScheduler()
-    prefixed = DDPMFromScratchScheduler(num_train_timesteps=1050,
-                                        trained_betas=high_snr_prefix_betas(1000, 13.0, 50).tolist())
-    reference = scheduler_for(name, linear.config)
-    reference.set_timesteps(25)
-    timesteps = timesteps_after_prefix(name, prefixed.config, 25, 50)
-    assert timesteps == [int(t) + 50 for t in reference.timesteps]
-    torch.testing.assert_close(prefixed.alphas_cumprod[timesteps].double(),
-                               linear.alphas_cumprod[reference.timesteps].double(), rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("prefix_steps", [-1, 999])
-def test_timesteps_after_a_prefix_refuse_a_prefix_that_leaves_no_chain(prefix_steps):
-    with pytest.raises(ValueError, match=f"log_snr_prefix_steps must be an integer in \\[0, 999\\) for a chain of 1000 timesteps, got {prefix_steps}"):
-        timesteps_after_prefix("dpm-solver", DDPMFromScratchScheduler().config, 25, prefix_steps)

@@ -14,7 +14,6 @@ import diffusers
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from ..pipelines.chain_prefix import timesteps_past_prefix
 from ..schedulers.scheduling_ddpm import DDPMFromScratchScheduler
 
 SAMPLERS = {
@@ -79,18 +78,6 @@ def scheduler_for(name: str, config):
         return scheduler_class.from_config(config)
     except ImportError as error:  # DPMSolverSDEScheduler without torchsde: diffusers' placeholder raises
         raise ImportError(f"sampler {name} needs a package that is not installed: {' '.join(str(error).split())}") from None
-
-
-def timesteps_after_prefix(name: str, config, num_inference_steps: int, prefix_steps: int) -> list[int]:
-    """The timesteps sampler `name` takes in `num_inference_steps` steps on a chain's last T − N timesteps alone,
-    moved onto the whole chain (+ N, with N = `prefix_steps`): `pipelines.chain_prefix.timesteps_past_prefix` for the
-    sampler of that name.
-
-    For a schedule with a high-SNR prefix (`schedulers.log_snr_schedules.high_snr_prefix_betas`), whose timestep
-    N + s has the linear schedule's ᾱ_s, this is the linear schedule's grid: the chain a `DDPMFromScratchPipeline`
-    with ``log_snr_prefix_steps=N`` samples on, as an explicit ``timesteps=`` list.
-    """
-    return [int(t) for t in timesteps_past_prefix(scheduler_for(name, config), num_inference_steps, prefix_steps)]
 
 
 def generate(pipeline, num_images: int, sampler: str, num_inference_steps: int, seed: int,
