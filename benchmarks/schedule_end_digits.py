@@ -38,6 +38,7 @@ PREFIX = ["--log_snr_max", "13", "--log_snr_prefix_steps", "50"]
 VARIANTS = {
     "linear": ([], 2000),
     "linear-seed1": (["--seed", "1"], 2000),
+    "linear-4000steps": ([], 4000),  # the paper's DDPM at `make train`'s budget: what the extra steps alone give
     "linear-fourier4-8": (["--fourier_features", "4", "5", "6", "7", "8"], 2000),
     "prefix50-fourier4-8": (PREFIX + ["--fourier_features", "4", "5", "6", "7", "8"], 2000),
     "prefix50-fourier4-6": (PREFIX + ["--fourier_features", "4", "5", "6"], 2000),
