@@ -269,8 +269,8 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         `ddpm_from_scratch.likelihood.variational_bound` with this pipeline's U-Net and scheduler (the bound is a
         property of the DDPM chain the scheduler's config describes, whatever sampler it is); other keyword
         arguments go through, among them ``num_inference_steps=K`` or ``timesteps=[...]`` for the bound of the
-        respaced DDPM chain (the one `__call__` samples when the scheduler is a DDPM one), and ``class_labels`` (indices or `id2label` names, one per
-        image) for a class-conditional model's bound given the label.
+        respaced DDPM chain (the one `__call__` samples when the scheduler is a DDPM one), and ``class_labels``
+        (indices or `id2label` names, one per image) for a class-conditional model's bound given the label.
         Needs the ddpm-from-scratch package itself, not only this file.
         """
         # Imported by name, not with an import statement: diffusers scans a remote-code file's import
@@ -284,12 +284,12 @@ class DDPMFromScratchPipeline(HubPipelineMixin, DiffusionPipeline):
         if kwargs.get("class_labels") is not None:
             labels = self._class_labels_for(kwargs["class_labels"], images.shape[0], 1.0)
             kwargs["class_labels"] = labels
+        chain = likelihood.ddpm_chain(self.scheduler)  # the DDPM chain the bound is of, whatever the sampler
         prefix = self._prefix_for(kwargs.get("num_inference_steps"), kwargs.get("timesteps"))
         if prefix:  # the DDPM chain's own K steps past the prefix, as the bound spaces them without one
-            chain = likelihood.ddpm_chain(self.scheduler)
             kwargs["timesteps"] = timesteps_past_prefix(chain, kwargs.pop("num_inference_steps"), prefix)
-        return likelihood.variational_bound(self.unet, self.scheduler, images.to(self._execution_device),
-                                            generator=generator, **kwargs)
+        return likelihood.variational_bound(self.unet, chain, images.to(self._execution_device), generator=generator,
+                                            **kwargs)
 
     # ------------------------------------------------------------------------------------- plain diffusers
 

@@ -427,7 +427,7 @@ class DDPMFromScratchScheduler(SchedulerMixin, ConfigMixin):
             # Checked after rounding to float32: 1 − 1e-9 becomes 1.0 there.
             inside = (betas > 0) & (betas < 1)
             if rescale_betas_zero_snr:  # already zero terminal SNR: what rescaling them would give
-                inside[-1] = (betas[-1] > 0) & (betas[-1] <= 1)
+                inside[-1] |= betas[-1] == 1
             if not bool(inside.all()):
                 allowed = "(0, 1), the last in (0, 1]," if rescale_betas_zero_snr else "(0, 1)"
                 raise ValueError(
